@@ -1,0 +1,228 @@
+"""Database access shared by every package: one engine, column types that behave the same on
+SQLite and PostgreSQL, and the two ways of talking to the database:
+
+* `Database.transaction()`: an explicit transaction (on SQLite `BEGIN IMMEDIATE` for writes, so
+  that writers queue on the file lock instead of failing with "database is locked" when a
+  deferred read transaction tries to upgrade);
+* `Database.autocommit()`: a connection without BEGIN/COMMIT round trips, for single statements
+  that are atomic on their own (the PostgreSQL append path).
+
+Tables are SQLAlchemy Core `Table`s registered on the one `metadata` below; no ORM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.types import TypeDecorator, UserDefinedType
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware instant stored in UTC on both backends.
+
+    SQLite has no timezone type: values are stored as naive UTC text of fixed width, so that text
+    comparison is time comparison. Naive datetimes are refused on the way in.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(sa.DateTime(timezone=False))
+        return dialect.type_descriptor(sa.DateTime(timezone=True))
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: instants must carry a time zone")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class XID8(UserDefinedType[int]):
+    """PostgreSQL's 64-bit transaction id (`pg_current_xact_id()`)."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "xid8"
+
+
+JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+BigInt = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite rowid aliasing needs INTEGER
+TxId = sa.BigInteger().with_variant(XID8(), "postgresql")
+
+
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+class Database:
+    """The engine and its transactions. One per process."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        max_overflow: int = 10,
+        statement_timeout_ms: int = 30_000,
+        sqlite_synchronous: str = "FULL",
+        echo: bool = False,
+    ) -> None:
+        self.url = make_url(url)
+        self.backend = self.url.get_backend_name()
+        if self.backend not in ("sqlite", "postgresql"):
+            raise ValueError(f"unsupported database {self.backend!r}: use sqlite or postgresql")
+        self._write_lock = asyncio.Lock()  # SQLite: one writer at a time within this process
+        common: dict[str, Any] = {
+            "echo": echo,
+            "json_serializer": _json_dumps,
+            "json_deserializer": orjson.loads,
+        }
+        if self.is_sqlite:
+            database = self.url.database or ""
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            self.engine: AsyncEngine = create_async_engine(
+                self.url,
+                connect_args={"timeout": 30},
+                pool_size=pool_size,
+                max_overflow=max_overflow,
+                **common,
+            )
+            self._install_sqlite_hooks(sqlite_synchronous)
+        else:
+            server_settings = {"application_name": "dispatchroom"}
+            if statement_timeout_ms:
+                server_settings["statement_timeout"] = str(statement_timeout_ms)
+            self.engine = create_async_engine(
+                self.url,
+                pool_size=pool_size,
+                max_overflow=max_overflow,
+                pool_pre_ping=True,
+                connect_args={"server_settings": server_settings, "timeout": 10},
+                **common,
+            )
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.backend == "sqlite"
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.backend == "postgresql"
+
+    def _install_sqlite_hooks(self, synchronous: str) -> None:
+        sync_engine = self.engine.sync_engine
+
+        @sa.event.listens_for(sync_engine, "connect")
+        def _connect(dbapi_connection: Any, _record: Any) -> None:
+            # Take BEGIN out of the driver's hands: we emit it ourselves (see `_begin`).
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            for pragma in (
+                "journal_mode=WAL",
+                f"synchronous={synchronous}",
+                "foreign_keys=ON",
+                "busy_timeout=30000",
+            ):
+                cursor.execute(f"PRAGMA {pragma}")
+            cursor.close()
+
+        @sa.event.listens_for(sync_engine, "begin")
+        def _begin(conn: sa.Connection) -> None:
+            mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+            conn.exec_driver_sql(f"BEGIN {mode}")
+
+    @asynccontextmanager
+    async def transaction(self, *, write: bool = True) -> AsyncIterator[AsyncConnection]:
+        """A transaction that commits when the block ends without an exception."""
+        if self.is_sqlite and write:
+            async with self._write_lock, self.engine.connect() as conn:
+                await conn.execution_options(sqlite_begin="IMMEDIATE")
+                async with conn.begin():
+                    yield conn
+            return
+        async with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[AsyncConnection]:
+        """A connection where every statement commits on its own (PostgreSQL)."""
+        async with self.engine.connect() as conn:
+            yield await conn.execution_options(isolation_level="AUTOCOMMIT")
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A read-only unit of work (one snapshot on PostgreSQL's REPEATABLE READ is not needed
+        by most readers; this is READ COMMITTED, one statement at a time)."""
+        async with self.engine.connect() as conn:
+            yield conn
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def upsert(
+    dialect_name: str,
+    table: sa.Table,
+    values: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+    *,
+    key: Sequence[str],
+    update: Sequence[str] | None = None,
+    where: sa.ColumnElement[bool] | None = None,
+) -> sa.Insert:
+    """INSERT … ON CONFLICT (key) DO UPDATE, for SQLite and PostgreSQL alike.
+
+    `update` names the columns to overwrite (default: all but the key); with an empty list the
+    conflict does nothing.
+    """
+    ins: Any = postgresql.insert(table) if dialect_name == "postgresql" else sqlite.insert(table)
+    ins = ins.values(values)
+    if update is None:
+        first = values if isinstance(values, Mapping) else values[0]
+        update = [c for c in first if c not in key]
+    if not update:
+        return ins.on_conflict_do_nothing(index_elements=list(key))  # type: ignore[no-any-return]
+    return ins.on_conflict_do_update(  # type: ignore[no-any-return]
+        index_elements=list(key),
+        set_={c: ins.excluded[c] for c in update},
+        where=where,
+    )
+
+
+def utcnow_from(value: datetime) -> datetime:
+    """Normalise an aware datetime to UTC (refusing naive ones)."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime")
+    return value.astimezone(UTC)

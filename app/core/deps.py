@@ -1,0 +1,85 @@
+"""FastAPI dependencies shared by the routers: the caller, the request's metadata, services.
+
+Services are put on `app.state` by the application factory; each getter here only reads them,
+so packages stay unaware of how the application is wired.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from app.core.clock import Clock
+from app.core.db import Database
+from app.core.errors import AppError
+from app.core.requestmeta import RequestMeta
+from app.core.security import Caller, Role, authenticate
+from app.core.settings import Settings
+
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="ApiKey",
+    description="An API key: `Authorization: Bearer dr_…`. Keys are created by an admin "
+    "(`POST /v1/api-keys` or `dispatchroom keys create`) and shown once.",
+)
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_db(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
+
+
+def get_clock(request: Request) -> Clock:
+    clock: Clock = request.app.state.clock
+    return clock
+
+
+async def get_caller(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Caller:
+    if credentials is None or not credentials.credentials:
+        raise AppError("unauthorized", "send an API key as `Authorization: Bearer <key>`",
+                       headers={"WWW-Authenticate": 'Bearer realm="dispatchroom"'})
+    async with get_db(request).read() as conn:
+        caller = await authenticate(conn, credentials.credentials)
+    if caller is None:
+        raise AppError("unauthorized", "the API key is unknown or revoked",
+                       headers={"WWW-Authenticate": 'Bearer realm="dispatchroom", error="invalid_token"'})
+    request.state.caller = caller
+    return caller
+
+
+def get_request_meta(request: Request) -> RequestMeta:
+    return RequestMeta(
+        request_id=getattr(request.state, "request_id", None),
+        correlation_id=request.headers.get("x-correlation-id") or None,
+        causation_id=request.headers.get("x-causation-id") or None,
+    )
+
+
+def require_role(*roles: Role) -> Callable[..., Coroutine[Any, Any, Caller]]:
+    allowed = ", ".join(r.value for r in roles)
+
+    async def dependency(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
+        if caller.role not in roles:
+            raise AppError("forbidden", f"this needs one of the roles: {allowed}")
+        return caller
+
+    return dependency
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+DbDep = Annotated[Database, Depends(get_db)]
+ClockDep = Annotated[Clock, Depends(get_clock)]
+CallerDep = Annotated[Caller, Depends(get_caller)]
+AdminDep = Annotated[Caller, Depends(require_role(Role.admin))]
+MetaDep = Annotated[RequestMeta, Depends(get_request_meta)]

@@ -1,0 +1,159 @@
+"""HTTP plumbing: problem+json error handlers, request ids, the request body limit."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.core.errors import CATALOGUE, PROBLEM_JSON, AppError, problem_document
+
+log = logging.getLogger("dispatchroom")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
+_STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                 405: "method_not_allowed", 406: "not_acceptable", 413: "payload_too_large",
+                 415: "unsupported_media_type", 429: "rate_limited"}
+RETRY_AFTER_SECONDS = 5
+
+
+def problem_response(
+    code: str, detail: str, *, headers: dict[str, str] | None = None, instance: str | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    return JSONResponse(
+        problem_document(code, detail, instance=instance, **extra),
+        status_code=CATALOGUE[code].status,
+        media_type=PROBLEM_JSON,
+        headers=headers,
+    )
+
+
+def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    errors = []
+    for err in exc.errors():
+        loc = [part if isinstance(part, (str, int)) else str(part) for part in err.get("loc", ())]
+        errors.append({"loc": loc, "msg": str(err.get("msg", "")), "type": str(err.get("type", ""))})
+    return errors
+
+
+def _is_database_unavailable(exc: BaseException) -> bool:
+    if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)):
+        return True
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, (ConnectionError, TimeoutError, OSError)) and not isinstance(exc, FileNotFoundError)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def app_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, AppError)
+        return problem_response(exc.code, exc.detail, headers=exc.headers, instance=request.url.path,
+                                **exc.extra)
+
+    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = _field_errors(exc)
+        first = errors[0] if errors else {"loc": [], "msg": "invalid"}
+        where = ".".join(str(p) for p in first["loc"])
+        return problem_response("validation_failed", f"{where}: {first['msg']}",
+                                instance=request.url.path, errors=errors)
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        code = _STATUS_CODES.get(exc.status_code, "bad_request" if exc.status_code < 500 else "internal_error")
+        detail = exc.detail if isinstance(exc.detail, str) else CATALOGUE[code].title
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = f"no resource at {request.url.path}"
+        return problem_response(code, detail, headers=dict(exc.headers or {}), instance=request.url.path)
+
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if _is_database_unavailable(exc):
+            log.warning("database unavailable: %s", exc)
+            return problem_response("service_unavailable", "the database is unavailable; retry shortly",
+                                    headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+                                    instance=request.url.path)
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return problem_response("internal_error", "an unexpected error occurred",
+                                instance=request.url.path)
+
+    app.add_exception_handler(AppError, app_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected)
+
+
+class RequestContextMiddleware:
+    """Gives every request an id (`X-Request-ID`, taken from the client when well-formed) and
+    refuses bodies larger than the limit with 413 before reading them into memory."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        given = headers.get("x-request-id", "")
+        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        length = headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
+            await self._too_large(scope, send, request_id)
+            return
+
+        received = 0
+        too_large = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    too_large = True
+                    raise _BodyTooLarge
+            return message
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, send_with_id)
+        except _BodyTooLarge:
+            if too_large:
+                await self._too_large(scope, send, request_id)
+
+    async def _too_large(self, scope: Scope, send: Send, request_id: str) -> None:
+        response = problem_response("payload_too_large",
+                                    f"the request body exceeds {self.max_body_bytes} bytes",
+                                    headers={"x-request-id": request_id})
+        await response(scope, _no_receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}

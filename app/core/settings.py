@@ -1,0 +1,106 @@
+"""Configuration: one pydantic-settings class, read from the environment.
+
+The names of section 7 of the specification (`DATABASE_URL`, `ADMIN_API_KEY`,
+`WEBHOOK_ALLOWED_TARGETS`, `WEBHOOK_RETRY_SCHEDULE`, `OPEN311_PUBLIC_READ`) are fixed; the rest
+may grow. Unsafe values are refused outside development.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from functools import cached_property
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/dispatchroom.db"
+# Standard Webhooks' example schedule, stretched to about three days (seconds between attempts).
+DEFAULT_RETRY_SCHEDULE = (0, 5, 300, 1800, 7200, 18000, 36000, 36000, 50400, 72000)
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
+
+    environment: Literal["development", "test", "production"] = Field(
+        "development", description="`production` refuses unsafe defaults."
+    )
+    database_url: str = Field(DEFAULT_DATABASE_URL, description="SQLAlchemy URL of the database.")
+    db_pool_size: int = Field(10, ge=1, le=200)
+    db_max_overflow: int = Field(10, ge=0, le=200)
+    db_statement_timeout_ms: int = Field(30_000, ge=0, description="PostgreSQL statement timeout.")
+    sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "FULL"
+
+    admin_api_key: SecretStr | None = Field(
+        None, description="If set, an admin key with exactly this value exists after start-up."
+    )
+    city_timezone: str = Field("Asia/Shanghai", description="Time zone of business dates.")
+    city_name: str = "长春市"
+
+    background: bool = Field(
+        True, description="Run background work (sequencer, followers, scheduler) in this process."
+    )
+    sequencer_poll_ms: int = Field(25, ge=1, le=10_000)
+
+    webhook_allowed_targets: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Hosts or CIDRs that webhooks may reach although private or loopback.",
+    )
+    webhook_retry_schedule: Annotated[list[int], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_RETRY_SCHEDULE),
+        description="Seconds between delivery attempts.",
+    )
+    open311_public_read: bool = True
+    open311_jurisdiction_id: str = "changchun.gov.cn"
+
+    max_request_bytes: int = Field(1_048_576, ge=1024)
+    log_level: str = "info"
+
+    @field_validator("webhook_allowed_targets", mode="before")
+    @classmethod
+    def _targets(cls, value: object) -> object:
+        return _split_commas(value)
+
+    @field_validator("webhook_retry_schedule", mode="before")
+    @classmethod
+    def _schedule(cls, value: object) -> object:
+        parts = _split_commas(value)
+        if isinstance(parts, list) and not parts:
+            raise ValueError("WEBHOOK_RETRY_SCHEDULE needs at least one number of seconds")
+        return parts
+
+    @field_validator("city_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_unsafe(self) -> Settings:
+        if self.environment == "production":
+            key = self.admin_api_key.get_secret_value() if self.admin_api_key else None
+            if key is not None and len(key) < 32:
+                raise ValueError("ADMIN_API_KEY must be at least 32 characters in production")
+            if self.database_url == DEFAULT_DATABASE_URL:
+                raise ValueError("set DATABASE_URL explicitly in production")
+        if any(s < 0 for s in self.webhook_retry_schedule):
+            raise ValueError("WEBHOOK_RETRY_SCHEDULE values must not be negative")
+        return self
+
+    @cached_property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.city_timezone)
+
+    @property
+    def retry_delays(self) -> list[timedelta]:
+        return [timedelta(seconds=s) for s in self.webhook_retry_schedule]

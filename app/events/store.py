@@ -1,0 +1,438 @@
+"""The event store: append with optimistic concurrency, read a stream, follow the global feed.
+
+Appending is the hot path. On PostgreSQL an append is one autocommit statement: the event rows
+and the caller's inline projection writes (`also`) travel as data-modifying CTEs of a single
+INSERT, so the whole unit of work is one round trip and one commit, and writers never wait for
+each other except on the same stream. On SQLite it is one `BEGIN IMMEDIATE` transaction.
+
+Positions are assigned to committed events only (see `tables.py` and `sequence`), so a reader of
+`read_all` never finds an event below a position it has already seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.core.clock import Clock
+from app.core.db import Database
+from app.core.errors import AppError, register
+from app.events.registry import EventRegistry
+from app.events.registry import registry as default_registry
+from app.events.tables import event_positions, event_sequencer, events
+
+register("concurrency_conflict", 409, "Concurrency conflict",
+         "The stream changed since it was read (expected version mismatch).")
+register("event_id_reused", 422, "Event id reused",
+         "An event with this id exists with a different payload.")
+
+STREAM_VERSION_CONSTRAINT = "uq_events_stream_id_stream_version"
+EVENT_ID_CONSTRAINT = "uq_events_event_id"
+
+
+class ConcurrencyConflict(AppError):
+    def __init__(self, stream_id: str, expected: int, actual: int | None = None) -> None:
+        super().__init__(
+            "concurrency_conflict",
+            f"stream {stream_id} is not at version {expected}"
+            + (f" (it is at {actual})" if actual is not None else ""),
+        )
+        self.stream_id = stream_id
+        self.expected = expected
+        self.actual = actual
+
+
+class EventIdConflict(AppError):
+    def __init__(self, event_id: UUID) -> None:
+        super().__init__("event_id_reused", f"event {event_id} exists with a different payload")
+        self.event_id = event_id
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    type: str
+    data: dict[str, Any]
+    event_id: UUID = field(default_factory=uuid4)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    occurred_at: datetime | None = None
+    schema_version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    stream_id: str
+    stream_version: int
+    event_id: UUID
+    type: str
+    schema_version: int
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+    occurred_at: datetime
+    recorded_at: datetime
+    position: int | None = None
+
+
+def _normalise(data: dict[str, Any]) -> dict[str, Any]:
+    """The data as it will read back from the database (JSON-native types only)."""
+    loaded: dict[str, Any] = orjson.loads(orjson.dumps(data))
+    return loaded
+
+
+_SELECT_COLUMNS = (
+    events.c.id,
+    events.c.stream_id,
+    events.c.stream_version,
+    events.c.event_id,
+    events.c.type,
+    events.c.schema_version,
+    events.c.data,
+    events.c.meta,
+    events.c.occurred_at,
+    events.c.recorded_at,
+)
+
+_SEQUENCE_SQL = sa.text(
+    """
+WITH st AS (
+    SELECT last_tx, last_row, last_position FROM event_sequencer WHERE id = 1
+    FOR UPDATE SKIP LOCKED
+), pending AS (
+    SELECT e.id, e.tx_id, e.type FROM events e, st
+    WHERE (e.tx_id, e.id) > (st.last_tx, st.last_row)
+      AND e.tx_id < pg_snapshot_xmin(pg_current_snapshot())
+    ORDER BY e.tx_id, e.id
+    LIMIT :batch
+), numbered AS (
+    SELECT p.id, p.tx_id, p.type,
+           st.last_position + row_number() OVER (ORDER BY p.tx_id, p.id) AS position
+    FROM pending p, st
+), ins AS (
+    INSERT INTO event_positions (position, event_row, type)
+    SELECT position, id, type FROM numbered
+), upd AS (
+    UPDATE event_sequencer s SET last_tx = n.tx_id, last_row = n.id, last_position = n.position
+    FROM (SELECT * FROM numbered ORDER BY position DESC LIMIT 1) n
+    WHERE s.id = 1
+)
+SELECT count(*) AS assigned, max(position) AS last_position FROM numbered
+"""
+)
+
+
+class EventStore:
+    def __init__(
+        self, db: Database, clock: Clock, registry: EventRegistry = default_registry
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.registry = registry
+        self._appended = asyncio.Event()  # wakes the local sequencer
+        self._positions_changed = asyncio.Event()  # wakes local followers
+
+    # -- writing -------------------------------------------------------------------------
+
+    async def append(
+        self,
+        stream_id: str,
+        expected_version: int,
+        new_events: Sequence[NewEvent],
+        *,
+        also: Iterable[sa.Executable] = (),
+    ) -> list[RecordedEvent]:
+        """Append events to a stream that is at `expected_version` (0: the stream is new).
+
+        `also` are further statements (inline projections) committed atomically with the events.
+        Raises `ConcurrencyConflict` if the stream is not at `expected_version`; re-appending
+        events whose ids are stored with the same stream, version, type and data returns the
+        stored events; the same id with a different payload raises `EventIdConflict`.
+        """
+        if not new_events:
+            raise ValueError("append needs at least one event")
+        if expected_version < 0:
+            raise ValueError("expected_version must be >= 0")
+        recorded_at = self.clock.now()
+        rows = [
+            {
+                "event_id": ev.event_id,
+                "stream_id": stream_id,
+                "stream_version": expected_version + i,
+                "type": ev.type,
+                "schema_version": ev.schema_version or self.registry.current_version(ev.type),
+                "data": _normalise(ev.data),
+                "meta": _normalise(ev.metadata),
+                "occurred_at": ev.occurred_at or recorded_at,
+                "recorded_at": recorded_at,
+            }
+            for i, ev in enumerate(new_events, start=1)
+        ]
+        if self.db.is_postgres:
+            result = await self._append_postgres(stream_id, expected_version, rows, list(also))
+        else:
+            result = await self._append_sqlite(stream_id, expected_version, rows, list(also))
+        self._appended.set()
+        return result
+
+    async def _append_postgres(
+        self,
+        stream_id: str,
+        expected: int,
+        rows: list[dict[str, Any]],
+        also: list[sa.Executable],
+    ) -> list[RecordedEvent]:
+        values = [dict(row, tx_id=sa.func.pg_current_xact_id()) for row in rows]
+        if expected > 0:
+            # The first row's version is NULL unless the stream is at `expected`: a NOT NULL
+            # violation then aborts the statement, so a stale or invented expected version can
+            # neither overwrite (unique index) nor leave a gap.
+            values[0]["stream_version"] = (
+                sa.select(sa.literal(expected + 1, sa.Integer))
+                .where(events.c.stream_id == stream_id, events.c.stream_version == expected)
+                .scalar_subquery()
+            )
+        insert = sa.insert(events).values(values)
+        stmt: sa.Executable
+        if also:
+            ctes = [insert.cte("appended")]
+            ctes += [s.cte(f"also_{i}") for i, s in enumerate(also)]  # type: ignore[attr-defined]
+            stmt = sa.select(sa.literal(1)).add_cte(*ctes)
+        else:
+            stmt = insert
+        try:
+            async with self.db.autocommit() as conn:
+                await conn.execute(stmt)
+        except sa.exc.IntegrityError as exc:
+            if not _is_append_conflict(exc):
+                raise
+            async with self.db.read() as conn:
+                replay = await self._replayed(conn, stream_id, expected, rows)
+                if replay is not None:
+                    return replay
+                actual = await self._version(conn, stream_id)
+            raise ConcurrencyConflict(stream_id, expected, actual) from None
+        return [_recorded(row) for row in rows]
+
+    async def _append_sqlite(
+        self,
+        stream_id: str,
+        expected: int,
+        rows: list[dict[str, Any]],
+        also: list[sa.Executable],
+    ) -> list[RecordedEvent]:
+        async with self.db.transaction() as conn:
+            replay = await self._replayed(conn, stream_id, expected, rows)
+            if replay is not None:
+                return replay
+            actual = await self._version(conn, stream_id)
+            if actual != expected:
+                raise ConcurrencyConflict(stream_id, expected, actual)
+            ids = (
+                await conn.execute(sa.insert(events).values(rows).returning(events.c.id))
+            ).scalars().all()
+            await conn.execute(
+                sa.insert(event_positions),
+                [
+                    {"position": row_id, "event_row": row_id, "type": row["type"]}
+                    for row_id, row in zip(ids, rows, strict=True)
+                ],
+            )
+            for stmt in also:
+                await conn.execute(stmt)
+        self._positions_changed.set()
+        return [_recorded(row, position) for row, position in zip(rows, ids, strict=True)]
+
+    async def _replayed(
+        self, conn: AsyncConnection, stream_id: str, expected: int, rows: list[dict[str, Any]]
+    ) -> list[RecordedEvent] | None:
+        """The stored events if `rows` were already appended (idempotent retry), else None."""
+        ids = [row["event_id"] for row in rows]
+        stored = {
+            r.event_id: r
+            for r in (
+                await conn.execute(sa.select(*_SELECT_COLUMNS).where(events.c.event_id.in_(ids)))
+            ).all()
+        }
+        if not stored:
+            return None
+        replayed: list[RecordedEvent] = []
+        for row in rows:
+            old = stored.get(row["event_id"])
+            same = (
+                old is not None
+                and old.stream_id == stream_id
+                and old.stream_version == row["stream_version"]
+                and old.type == row["type"]
+                and old.data == row["data"]
+            )
+            if not same:
+                raise EventIdConflict(row["event_id"])
+            assert old is not None
+            replayed.append(self._from_row(old))
+        return replayed
+
+    async def _version(self, conn: AsyncConnection, stream_id: str) -> int:
+        value = (
+            await conn.execute(
+                sa.select(sa.func.max(events.c.stream_version)).where(events.c.stream_id == stream_id)
+            )
+        ).scalar()
+        return int(value or 0)
+
+    # -- sequencing (PostgreSQL) ------------------------------------------------------------
+
+    async def sequence(self, batch: int = 10_000) -> int:
+        """Give positions to the events of finished transactions; returns how many.
+
+        Numbers events in (transaction id, insertion) order, taking only transactions below the
+        snapshot's xmin: every transaction with a smaller id has committed or aborted, so no
+        event can later appear before the last one numbered. Concurrent callers skip (the
+        sequencer row is locked with SKIP LOCKED), so this is safe to call from anywhere.
+        """
+        if not self.db.is_postgres:
+            return 0
+        async with self.db.autocommit() as conn:
+            row = (await conn.execute(_SEQUENCE_SQL, {"batch": batch})).one()
+        assigned = int(row.assigned)
+        if assigned:
+            self._positions_changed.set()
+        return assigned
+
+    async def wait_appended(self, timeout: float) -> None:
+        """Wait until this process appends (or `timeout`); used by the sequencer loop."""
+        try:
+            await asyncio.wait_for(self._appended.wait(), timeout)
+        except TimeoutError:
+            pass
+        self._appended.clear()
+
+    async def wait_for_positions(self, timeout: float) -> None:
+        """Wait until this process sees new positions (or `timeout`); used by followers."""
+        event = self._positions_changed
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            return
+        # Replace rather than clear, so that every waiter of this round wakes up.
+        if self._positions_changed is event:
+            self._positions_changed = asyncio.Event()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def read_stream(
+        self, stream_id: str, *, after_version: int = 0, conn: AsyncConnection | None = None
+    ) -> list[RecordedEvent]:
+        stmt = (
+            sa.select(*_SELECT_COLUMNS, event_positions.c.position)
+            .select_from(events.outerjoin(event_positions, event_positions.c.event_row == events.c.id))
+            .where(events.c.stream_id == stream_id, events.c.stream_version > after_version)
+            .order_by(events.c.stream_version)
+        )
+        if conn is not None:
+            result = (await conn.execute(stmt)).all()
+        else:
+            async with self.db.read() as own:
+                result = (await own.execute(stmt)).all()
+        return [self._from_row(r, r.position) for r in result]
+
+    async def read_all(
+        self,
+        after: int = 0,
+        limit: int = 1000,
+        *,
+        types: Sequence[str] | None = None,
+        conn: AsyncConnection | None = None,
+    ) -> list[RecordedEvent]:
+        """Events with a position above `after`, in position order (the global feed)."""
+        stmt = (
+            sa.select(*_SELECT_COLUMNS, event_positions.c.position)
+            .select_from(event_positions.join(events, events.c.id == event_positions.c.event_row))
+            .where(event_positions.c.position > after)
+            .order_by(event_positions.c.position)
+            .limit(limit)
+        )
+        if types:
+            stmt = stmt.where(event_positions.c.type.in_(list(types)))
+        if conn is not None:
+            result = (await conn.execute(stmt)).all()
+        else:
+            async with self.db.read() as own:
+                result = (await own.execute(stmt)).all()
+        return [self._from_row(r, r.position) for r in result]
+
+    async def read_by_type(
+        self, types: Sequence[str], after: int = 0, limit: int = 1000
+    ) -> list[RecordedEvent]:
+        return await self.read_all(after, limit, types=types)
+
+    async def last_position(self, conn: AsyncConnection | None = None) -> int:
+        stmt = sa.select(sa.func.max(event_positions.c.position))
+        if conn is not None:
+            return int((await conn.execute(stmt)).scalar() or 0)
+        async with self.db.read() as own:
+            return int((await own.execute(stmt)).scalar() or 0)
+
+    async def unsequenced(self) -> int:
+        """Committed events without a position yet (PostgreSQL; 0 on SQLite)."""
+        if not self.db.is_postgres:
+            return 0
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(events)
+                    .join(event_sequencer, event_sequencer.c.id == 1)
+                    .where(
+                        sa.tuple_(events.c.tx_id, events.c.id)
+                        > sa.tuple_(event_sequencer.c.last_tx, event_sequencer.c.last_row)
+                    )
+                )
+            ).scalar()
+        return int(row or 0)
+
+    def _from_row(self, r: Any, position: int | None = None) -> RecordedEvent:
+        version, data = self.registry.upcast(r.type, r.schema_version, r.data)
+        return RecordedEvent(
+            stream_id=r.stream_id,
+            stream_version=r.stream_version,
+            event_id=r.event_id,
+            type=r.type,
+            schema_version=version,
+            data=data,
+            metadata=r.meta,
+            occurred_at=r.occurred_at,
+            recorded_at=r.recorded_at,
+            position=position,
+        )
+
+
+def _recorded(row: dict[str, Any], position: int | None = None) -> RecordedEvent:
+    return RecordedEvent(
+        stream_id=row["stream_id"],
+        stream_version=row["stream_version"],
+        event_id=row["event_id"],
+        type=row["type"],
+        schema_version=row["schema_version"],
+        data=row["data"],
+        metadata=row["meta"],
+        occurred_at=row["occurred_at"],
+        recorded_at=row["recorded_at"],
+        position=position,
+    )
+
+
+def _is_append_conflict(exc: sa.exc.IntegrityError) -> bool:
+    """Whether an IntegrityError means "stream moved on" or "event id exists"."""
+    cause = getattr(exc.orig, "__cause__", None)
+    constraint = getattr(cause, "constraint_name", None)
+    column = getattr(cause, "column_name", None)
+    table = getattr(cause, "table_name", None)
+    if constraint in (STREAM_VERSION_CONSTRAINT, EVENT_ID_CONSTRAINT):
+        return True
+    return table == "events" and column == "stream_version"

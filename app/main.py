@@ -1,0 +1,184 @@
+"""The application factory: wires the database, the event store, the services and the routers,
+and runs the background work (the sequencer) for the life of the process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+import app as app_package
+from app.access.api import router as keys_router
+from app.access.service import Keys
+from app.core.clock import Clock, SystemClock
+from app.core.db import Database
+from app.core.errors import CATALOGUE, AppError, ErrorCode
+from app.core.http import RequestContextMiddleware, install_error_handlers
+from app.core.settings import Settings
+from app.directory.api import router as directory_router
+from app.directory.rules import RulesRepository
+from app.directory.service import Directory
+from app.events import EventStore
+from app.events.sequencer import run_sequencer
+from app.problems.api import router as problems_router
+from app.problems.service import ProblemService
+from app.routing.calendar import WorkCalendar, official_years
+
+log = logging.getLogger("dispatchroom")
+
+DESCRIPTION = """
+Dispatchroom is the system of record for the problems enterprises report to local government
+(助企问题调度): cadres record a problem; it is solved locally if possible, else escalated to the
+district dispatch room (区调度室), which hands it to a lead unit with a deadline, else to the city
+command room (市总调度室). Every change is an event in an append-only log.
+
+**Authentication**: `Authorization: Bearer <key>`. **Errors**: RFC 9457 problem details
+(`application/problem+json`) with a stable `code`; the catalogue is at `/errors`.
+**Concurrency**: problems carry an `ETag` (their version); send it as `If-Match` on commands.
+**Idempotency**: `Idempotency-Key` on `POST /v1/problems`. **Lists**: `limit` and `cursor` in,
+`items` and `next_cursor` out. **Times**: ISO 8601 with offset.
+"""
+
+TAGS = [
+    {"name": "problems", "description": "The problems and their lifecycle commands."},
+    {"name": "units", "description": "The routing tree: rooms, departments, function groups, teams, groups."},
+    {"name": "enterprises", "description": "The enterprise directory (unified social credit codes)."},
+    {"name": "categories", "description": "Problem categories (also the Open311 services)."},
+    {"name": "api keys", "description": "Keys, roles and scope."},
+    {"name": "operations", "description": "Health, readiness and the error catalogue."},
+]
+
+
+class Services:
+    """Everything the routers need, built once per process."""
+
+    def __init__(self, settings: Settings, clock: Clock) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.db = Database(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            statement_timeout_ms=settings.db_statement_timeout_ms,
+            sqlite_synchronous=settings.sqlite_synchronous,
+        )
+        self.store = EventStore(self.db, clock)
+        self.calendar = WorkCalendar(settings.tz)
+        self.rules = RulesRepository()
+        self.directory = Directory(self.db, self.store, clock)
+        self.keys = Keys(self.db, self.store, self.directory, clock)
+        self.problems = ProblemService(self.db, self.store, self.directory, self.rules,
+                                       self.calendar, clock)
+
+    def attach(self, app: FastAPI) -> None:
+        for name in ("settings", "clock", "db", "store", "calendar", "rules", "directory", "keys",
+                     "problems"):
+            setattr(app.state, name, getattr(self, name))
+
+    async def bootstrap(self) -> None:
+        """Reference data every installation needs; idempotent and safe to run concurrently."""
+        await self.directory.ensure_default_categories()
+        if self.settings.admin_api_key is not None:
+            await self.keys.ensure_admin_key(self.settings.admin_api_key.get_secret_value())
+
+
+def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
+    settings = settings or Settings()
+    clock = clock or SystemClock()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = Services(settings, clock)
+        services.attach(app)
+        stop = asyncio.Event()
+        tasks: list[asyncio.Task[Any]] = []
+        try:
+            await services.bootstrap()
+            if settings.background and services.db.is_postgres:
+                tasks.append(asyncio.create_task(
+                    run_sequencer(services.store, stop, settings.sequencer_poll_ms / 1000),
+                    name="sequencer"))
+            yield
+        finally:
+            stop.set()
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await services.db.dispose()
+
+    app = FastAPI(
+        title="Dispatchroom",
+        version=app_package.__version__,
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_bytes)
+    app.include_router(problems_router)
+    app.include_router(directory_router)
+    app.include_router(keys_router)
+    _operations(app)
+    return app
+
+
+def _operations(app: FastAPI) -> None:
+    @app.get("/healthz", tags=["operations"], operation_id="healthz", summary="Liveness")
+    async def healthz() -> dict[str, str]:
+        """The process is up (it does not look at the database)."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], operation_id="readyz", summary="Readiness",
+             responses={503: {"description": "Not ready"}})
+    async def readyz(request: Request) -> JSONResponse:
+        """Ready when the database answers. `warnings` lists what an operator should know (a
+        work calendar running on its Monday–Friday fallback, positions lagging behind)."""
+        state = request.app.state
+        checks: dict[str, Any] = {}
+        warnings: list[str] = []
+        ready = True
+        try:
+            async with state.db.read() as conn:
+                await conn.exec_driver_sql("SELECT 1")
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"unavailable: {type(exc).__name__}"
+            ready = False
+        calendar: WorkCalendar = state.calendar
+        missing = calendar.upcoming_fallback(state.clock.now())
+        first, last = official_years()
+        checks["calendar"] = {"official_years": [first, last], "fallback_years": sorted(calendar.fallback_years)}
+        if missing:
+            warnings.append(
+                f"the work calendar has no official holiday data for {', '.join(map(str, missing))}: "
+                "deadlines there count Monday–Friday plus admin overrides"
+            )
+        body = {"status": "ready" if ready else "not ready", "checks": checks, "warnings": warnings}
+        headers = {} if ready else {"Retry-After": "5"}
+        return JSONResponse(body, status_code=200 if ready else 503, headers=headers)
+
+    @app.get("/errors", tags=["operations"], operation_id="list_error_codes",
+             summary="The error catalogue")
+    async def list_errors() -> list[dict[str, Any]]:
+        """Every `code` a problem+json error can carry, with its HTTP status."""
+        return [_error_entry(e) for e in sorted(CATALOGUE.values(), key=lambda e: (e.status, e.code))]
+
+    @app.get("/errors/{code}", tags=["operations"], operation_id="get_error_code",
+             summary="One error code")
+    async def get_error(code: str) -> dict[str, Any]:
+        entry = CATALOGUE.get(code)
+        if entry is None:
+            raise AppError("not_found", f"no error code {code!r}")
+        return _error_entry(entry)
+
+
+def _error_entry(entry: ErrorCode) -> dict[str, Any]:
+    return {"code": entry.code, "status": entry.status, "title": entry.title,
+            "description": entry.description}

@@ -1,0 +1,164 @@
+"""Request bodies of `/v1/problems` and its commands.
+
+Every command may carry `occurred_at` (keys with the import permission only, to load
+historical ledgers); it may not lie more than 5 minutes in the future.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, ConfigDict, Field, StringConstraints
+
+from app.core.types import CategoryCode, Name, ShortText, Strict, Text, UnitId
+from app.problems.domain import Urgency
+
+
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("must carry a time zone offset (e.g. +08:00 or Z)")
+    return value
+
+
+AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
+DeadlineValue = Annotated[
+    AwareDatetime | date,
+    Field(description="An ISO datetime with offset, or a date (due at the end of that day in the city's time zone)."),
+]
+OccurredAt = Annotated[
+    AwareDatetime | None,
+    Field(description="Business time of a historical event (import permission only); default now."),
+]
+
+
+class CommandBody(Strict):
+    occurred_at: OccurredAt = None
+
+
+class SubmitIn(CommandBody):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "example": {
+                "enterprise_id": "91220102MA17W1P07X",
+                "category": "utilities",
+                "title": "新厂房双回路供电接入",
+                "description": "新建厂房需要双回路供电，申请已提交三个月未获答复。",
+                "urgency": "normal",
+            }
+        },
+    )
+
+    enterprise_id: Annotated[str, StringConstraints(min_length=18, max_length=18, pattern=r"^[0-9A-Za-z]{18}$")] = Field(
+        description="The enterprise's unified social credit code; it must be registered."
+    )
+    category: CategoryCode
+    title: Name
+    description: Text
+    urgency: Urgency = Urgency.normal
+    source: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")] | None = Field(
+        None, description="The portal or channel it came through (a portal key's own source by default)."
+    )
+    reported_by: Name | None = Field(None, description="Who recorded it (the cadre's name or id).")
+    reporter_unit_id: UnitId | None = Field(
+        None, description="The unit that found it (default: the caller's unit, else the enterprise's service group)."
+    )
+
+
+class AcceptIn(CommandBody):
+    note: ShortText | None = None
+
+
+class EscalateIn(CommandBody):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {"reason": "涉及跨部门协调，服务组无法解决"}})
+    reason: Text
+
+
+class AssignIn(CommandBody):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"example": {"lead_unit_id": "220102-utilities",
+                                       "cooperating_unit_ids": ["220102-approvals"],
+                                       "deadline": "2026-12-04", "note": "请于限期内办结"}},
+    )
+    lead_unit_id: UnitId | None = Field(None, description="Default: the routing rule's proposal.")
+    cooperating_unit_ids: Annotated[list[UnitId], Field(max_length=20)] | None = None
+    deadline: DeadlineValue | None = Field(None, description="Default: the tier's deadline.")
+    note: ShortText | None = None
+
+
+class ReturnIn(CommandBody):
+    reason: Text
+
+
+class DecideReturnIn(CommandBody):
+    accept: bool = Field(description="true: back to `open` at the room; false: the unit keeps it.")
+    note: ShortText | None = None
+
+
+class ProgressIn(CommandBody):
+    note: Text
+
+
+class RequestExtensionIn(CommandBody):
+    deadline: DeadlineValue
+    reason: Text
+
+
+class DecideExtensionIn(CommandBody):
+    approve: bool
+    deadline: DeadlineValue | None = Field(None, description="Approve a different deadline than requested.")
+    note: ShortText | None = None
+
+
+class PlanStepIn(Strict):
+    step: ShortText
+    due_on: date
+
+
+class DeferIn(CommandBody):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"example": {
+            "explanation": "需待年度用地指标下达后办理",
+            "plan": [{"step": "申报用地指标", "due_on": "2026-12-15"},
+                     {"step": "完成土地出让", "due_on": "2027-03-31"}],
+            "review_on": "2026-12-20"}},
+    )
+    explanation: Text
+    plan: Annotated[list[PlanStepIn], Field(min_length=1, max_length=20)]
+    review_on: date
+
+
+class ResumeIn(CommandBody):
+    note: ShortText | None = None
+
+
+class ResolveIn(CommandBody):
+    resolution: Text
+
+
+class FeedbackIn(CommandBody):
+    score: int = Field(ge=1, le=5, description="Satisfaction 1–5; 4 and 5 mean satisfied (closes the problem).")
+    comment: ShortText | None = None
+
+
+class ReopenIn(CommandBody):
+    reason: Text
+
+
+class SuperviseIn(CommandBody):
+    note: Text
+
+
+class WithdrawIn(CommandBody):
+    reason: Text
+
+
+class CloseIn(CommandBody):
+    reason: ShortText
+
+
+def body_fields(body: CommandBody) -> dict[str, Any]:
+    return body.model_dump(exclude={"occurred_at"})

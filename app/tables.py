@@ -1,0 +1,9 @@
+"""Imports every module that defines tables, so that `app.core.db.metadata` is complete
+(Alembic and the drift test read it)."""
+
+from app.core import security
+from app.directory import tables as directory_tables
+from app.events import tables as event_tables
+from app.projections import problem_view
+
+__all__ = ["directory_tables", "event_tables", "problem_view", "security"]
