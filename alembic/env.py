@@ -3,25 +3,18 @@ the CLI) or, from the `alembic` command line, against DATABASE_URL."""
 
 import asyncio
 import os
-from typing import Any
 
-from alembic import context
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import app.tables  # noqa: F401  (registers every table on the metadata)
-from app.core.db import XID8, metadata
+from alembic import context
+from app.core.db import metadata
+from app.migrate import compare_type
 
 config = context.config
 target_metadata = metadata
 MIGRATION_LOCK = 727_001  # pg_advisory_xact_lock key: one migrating process at a time
-
-
-def compare_type(ctx: Any, inspected: Any, metadata_column: Any, inspected_type: Any, metadata_type: Any) -> bool | None:
-    # PostgreSQL reflects xid8 as an unknown type; the column is ours, compare it by name only.
-    if isinstance(getattr(metadata_type, "mapping", {}).get("postgresql"), XID8):
-        return False
-    return None
 
 
 def do_run_migrations(connection: Connection) -> None:

@@ -21,8 +21,11 @@ from app.demo import is_empty, load_demo
 from app.main import Services
 from app.migrate import upgrade
 
-cli = typer.Typer(help="Dispatchroom: routing enterprises' problems through the dispatch rooms.",
-                  no_args_is_help=True, add_completion=False)
+cli = typer.Typer(
+    help="Dispatchroom: routing enterprises' problems through the dispatch rooms.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 keys_cli = typer.Typer(help="API keys.", no_args_is_help=True)
 cli.add_typer(keys_cli, name="keys")
 console = Console()
@@ -52,8 +55,10 @@ async def _demo_if_empty(settings: Settings) -> bool:
             return False
         with console.status("Loading demo data…"):
             summary = await load_demo(svc.directory, svc.problems, now=svc.clock.now())
-        console.print(f"Demo data: {summary.units} units, {summary.enterprises} enterprises, "
-                      f"{summary.problems} problems.")
+        console.print(
+            f"Demo data: {summary.units} units, {summary.enterprises} enterprises, "
+            f"{summary.problems} problems."
+        )
         return True
 
 
@@ -82,8 +87,9 @@ def serve(
     console.print(f"Dispatchroom on [bold]{base}[/]  (API docs {base}/docs, ReDoc {base}/redoc)")
     console.print(f"Database: {settings.database_url}")
     if settings.admin_api_key is not None:
-        console.print(f"Admin key: [bold]{settings.admin_api_key.get_secret_value()}[/]  "
-                      "(Authorization: Bearer …)")
+        console.print(
+            f"Admin key: [bold]{settings.admin_api_key.get_secret_value()}[/]  (Authorization: Bearer …)"
+        )
     else:
         console.print("No ADMIN_API_KEY set: create keys with `dispatchroom keys create`.")
     uvicorn.run(
@@ -121,8 +127,14 @@ def keys_create(
 
     async def go() -> str:
         async with services() as svc:
-            body = KeyIn(name=name, role=role, unit_id=unit, district_id=district, source=source,
-                         permissions=["import"] if import_ else [])
+            body = KeyIn(
+                name=name,
+                role=role,
+                unit_id=unit,
+                district_id=district,
+                source=source,
+                permissions=["import"] if import_ else [],
+            )
             _, key = await svc.keys.create(SYSTEM, body)
             return key
 
@@ -137,18 +149,25 @@ def keys_create(
 
 
 @keys_cli.command("list")
-def keys_list(all_: Annotated[bool, typer.Option("--all", help="Include revoked keys.")] = False) -> None:
+def keys_list(
+    all_: Annotated[bool, typer.Option("--all", help="Include revoked keys.")] = False,
+) -> None:
     """List keys (never their values)."""
 
     async def go() -> list[object]:
         async with services() as svc:
             return list(await svc.keys.list(include_revoked=all_))
 
-    table = Table("id", "name", "role", "unit", "district", "source", "hint", "revoked")
-    for row in _run(go):
-        r = row  # a Row
-        table.add_row(r.id, r.name, r.role, r.unit_id or "", r.district_id or "", r.source or "",  # type: ignore[attr-defined]
-                      r.key_hint, str(r.revoked_at or ""))  # type: ignore[attr-defined]
+    columns = ("id", "name", "role", "unit_id", "district_id", "source", "key_hint", "revoked_at")
+    rows = [[str(getattr(row, c) or "") for c in columns] for row in _run(go)]
+    if not console.is_terminal:  # scripts get tab-separated lines, untruncated
+        typer.echo("\t".join(columns))
+        for cells in rows:
+            typer.echo("\t".join(cells))
+        return
+    table = Table(*columns)
+    for cells in rows:
+        table.add_row(*cells)
     console.print(table)
 
 

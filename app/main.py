@@ -46,8 +46,14 @@ command room (市总调度室). Every change is an event in an append-only log.
 
 TAGS = [
     {"name": "problems", "description": "The problems and their lifecycle commands."},
-    {"name": "units", "description": "The routing tree: rooms, departments, function groups, teams, groups."},
-    {"name": "enterprises", "description": "The enterprise directory (unified social credit codes)."},
+    {
+        "name": "units",
+        "description": "The routing tree: rooms, departments, function groups, teams, groups.",
+    },
+    {
+        "name": "enterprises",
+        "description": "The enterprise directory (unified social credit codes).",
+    },
     {"name": "categories", "description": "Problem categories (also the Open311 services)."},
     {"name": "api keys", "description": "Keys, roles and scope."},
     {"name": "operations", "description": "Health, readiness and the error catalogue."},
@@ -72,12 +78,21 @@ class Services:
         self.rules = RulesRepository()
         self.directory = Directory(self.db, self.store, clock)
         self.keys = Keys(self.db, self.store, self.directory, clock)
-        self.problems = ProblemService(self.db, self.store, self.directory, self.rules,
-                                       self.calendar, clock)
+        self.problems = ProblemService(self.db, self.store, self.directory, self.rules, self.calendar, clock)
 
     def attach(self, app: FastAPI) -> None:
-        for name in ("settings", "clock", "db", "store", "calendar", "rules", "directory", "keys",
-                     "problems"):
+        app.state.services = self
+        for name in (
+            "settings",
+            "clock",
+            "db",
+            "store",
+            "calendar",
+            "rules",
+            "directory",
+            "keys",
+            "problems",
+        ):
             setattr(app.state, name, getattr(self, name))
 
     async def bootstrap(self) -> None:
@@ -100,9 +115,12 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         try:
             await services.bootstrap()
             if settings.background and services.db.is_postgres:
-                tasks.append(asyncio.create_task(
-                    run_sequencer(services.store, stop, settings.sequencer_poll_ms / 1000),
-                    name="sequencer"))
+                tasks.append(
+                    asyncio.create_task(
+                        run_sequencer(services.store, stop, settings.sequencer_poll_ms / 1000),
+                        name="sequencer",
+                    )
+                )
             yield
         finally:
             stop.set()
@@ -135,8 +153,13 @@ def _operations(app: FastAPI) -> None:
         """The process is up (it does not look at the database)."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"], operation_id="readyz", summary="Readiness",
-             responses={503: {"description": "Not ready"}})
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        operation_id="readyz",
+        summary="Readiness",
+        responses={503: {"description": "Not ready"}},
+    )
     async def readyz(request: Request) -> JSONResponse:
         """Ready when the database answers. `warnings` lists what an operator should know (a
         work calendar running on its Monday–Friday fallback, positions lagging behind)."""
@@ -154,7 +177,10 @@ def _operations(app: FastAPI) -> None:
         calendar: WorkCalendar = state.calendar
         missing = calendar.upcoming_fallback(state.clock.now())
         first, last = official_years()
-        checks["calendar"] = {"official_years": [first, last], "fallback_years": sorted(calendar.fallback_years)}
+        checks["calendar"] = {
+            "official_years": [first, last],
+            "fallback_years": sorted(calendar.fallback_years),
+        }
         if missing:
             warnings.append(
                 f"the work calendar has no official holiday data for {', '.join(map(str, missing))}: "
@@ -164,14 +190,22 @@ def _operations(app: FastAPI) -> None:
         headers = {} if ready else {"Retry-After": "5"}
         return JSONResponse(body, status_code=200 if ready else 503, headers=headers)
 
-    @app.get("/errors", tags=["operations"], operation_id="list_error_codes",
-             summary="The error catalogue")
+    @app.get(
+        "/errors",
+        tags=["operations"],
+        operation_id="list_error_codes",
+        summary="The error catalogue",
+    )
     async def list_errors() -> list[dict[str, Any]]:
         """Every `code` a problem+json error can carry, with its HTTP status."""
         return [_error_entry(e) for e in sorted(CATALOGUE.values(), key=lambda e: (e.status, e.code))]
 
-    @app.get("/errors/{code}", tags=["operations"], operation_id="get_error_code",
-             summary="One error code")
+    @app.get(
+        "/errors/{code}",
+        tags=["operations"],
+        operation_id="get_error_code",
+        summary="One error code",
+    )
     async def get_error(code: str) -> dict[str, Any]:
         entry = CATALOGUE.get(code)
         if entry is None:
@@ -180,5 +214,9 @@ def _operations(app: FastAPI) -> None:
 
 
 def _error_entry(entry: ErrorCode) -> dict[str, Any]:
-    return {"code": entry.code, "status": entry.status, "title": entry.title,
-            "description": entry.description}
+    return {
+        "code": entry.code,
+        "status": entry.status,
+        "title": entry.title,
+        "description": entry.description,
+    }

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection
 
 import app as app_package
-from app.core.db import Database
+from alembic import command
+from app.core.db import XID8, Database
+
+
+def compare_type(
+    ctx: Any, inspected: Any, metadata_column: Any, inspected_type: Any, metadata_type: Any
+) -> bool | None:
+    """Alembic type comparison: xid8 columns (PostgreSQL) are ours and compare by name."""
+    variants = getattr(metadata_type, "mapping", {}) or {}
+    if isinstance(variants.get("postgresql"), XID8) or isinstance(inspected_type, XID8):
+        return False
+    return None
 
 
 def alembic_config() -> Config:
@@ -18,26 +30,29 @@ def alembic_config() -> Config:
         if (script_dir / "env.py").exists():
             cfg = Config()
             cfg.set_main_option("script_location", str(script_dir))
-            cfg.set_main_option(
-                "file_template",
-                "%%(year)d_%%(month).2d_%%(day).2d_%%(hour).2d%%(minute).2d-%%(rev)s_%%(slug)s",
-            )
             return cfg
     raise FileNotFoundError("the alembic migrations are not installed next to the app package")
 
 
-def _upgrade(connection: Connection, revision: str) -> None:
-    cfg = alembic_config()
-    cfg.attributes["connection"] = connection
-    command.upgrade(cfg, revision)
+async def _run(url: str, action: Callable[[Config, str], None], revision: str) -> None:
+    def run(connection: Connection) -> None:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = connection
+        action(cfg, revision)
 
-
-async def upgrade(url: str, revision: str = "head") -> None:
-    """Bring the database at `url` to `revision` (default: the latest)."""
     db = Database(url, pool_size=1, max_overflow=0)
     try:
         async with db.engine.connect() as conn:
-            await conn.run_sync(_upgrade, revision)
+            await conn.run_sync(run)
             await conn.commit()
     finally:
         await db.dispose()
+
+
+async def upgrade(url: str, revision: str = "head") -> None:
+    """Bring the database at `url` up to `revision` (default: the latest)."""
+    await _run(url, command.upgrade, revision)
+
+
+async def downgrade(url: str, revision: str) -> None:
+    await _run(url, command.downgrade, revision)

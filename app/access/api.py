@@ -33,19 +33,27 @@ class Me(BaseModel):
     permissions: list[str]
 
 
-@router.get("/me", operation_id="get_me", summary="Who am I", response_model=Me,
-            responses=responses(401))
+@router.get("/me", operation_id="get_me", summary="Who am I", response_model=Me, responses=responses(401))
 async def get_me(caller: CallerDep) -> Me:
     """The identity and scope of the key making the request."""
     return Me(
-        id=caller.key_id, name=caller.name, role=caller.role, unit_id=caller.unit_id,
-        district_id=caller.district_id, source=caller.source,
+        id=caller.key_id,
+        name=caller.name,
+        role=caller.role,
+        unit_id=caller.unit_id,
+        district_id=caller.district_id,
+        source=caller.source,
         permissions=sorted(caller.permissions | ({"import"} if caller.can_import else set())),
     )
 
 
-@router.get("/api-keys", operation_id="list_api_keys", summary="List API keys",
-            response_model=list[KeyOut], responses=responses(401, 403))
+@router.get(
+    "/api-keys",
+    operation_id="list_api_keys",
+    summary="List API keys",
+    response_model=list[KeyOut],
+    responses=responses(401, 403),
+)
 async def list_api_keys(
     caller: AdminDep,
     keys: KeysDep,
@@ -55,9 +63,14 @@ async def list_api_keys(
     return [key_out(r) for r in await keys.list(include_revoked=include_revoked)]
 
 
-@router.post("/api-keys", operation_id="create_api_key", summary="Issue an API key",
-             status_code=status.HTTP_201_CREATED, response_model=KeyCreated,
-             responses=responses(401, 403, 409, 422))
+@router.post(
+    "/api-keys",
+    operation_id="create_api_key",
+    summary="Issue an API key",
+    status_code=status.HTTP_201_CREATED,
+    response_model=KeyCreated,
+    responses=responses(401, 403, 409, 422),
+)
 async def create_api_key(
     body: KeyIn, caller: AdminDep, meta: MetaDep, keys: KeysDep, response: Response
 ) -> KeyCreated:
@@ -71,14 +84,24 @@ async def create_api_key(
     return KeyCreated(**key_out(row).model_dump(), key=key)
 
 
-@router.get("/api-keys/{key_id}", operation_id="get_api_key", summary="Get an API key",
-            response_model=KeyOut, responses=responses(401, 403, 404))
+@router.get(
+    "/api-keys/{key_id}",
+    operation_id="get_api_key",
+    summary="Get an API key",
+    response_model=KeyOut,
+    responses=responses(401, 403, 404),
+)
 async def get_api_key(key_id: str, caller: AdminDep, keys: KeysDep) -> KeyOut:
     return key_out(await keys.get(key_id))
 
 
-@router.delete("/api-keys/{key_id}", operation_id="revoke_api_key", summary="Revoke an API key",
-               response_model=KeyOut, responses=responses(401, 403, 404))
+@router.delete(
+    "/api-keys/{key_id}",
+    operation_id="revoke_api_key",
+    summary="Revoke an API key",
+    response_model=KeyOut,
+    responses=responses(401, 403, 404),
+)
 async def revoke_api_key(key_id: str, caller: AdminDep, meta: MetaDep, keys: KeysDep) -> KeyOut:
     """Admin only. Takes effect on the next request made with the key."""
     return key_out(await keys.revoke(caller, key_id, meta))

@@ -4,6 +4,7 @@ every key, and the key itself is never stored anywhere."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
 from datetime import datetime
@@ -22,8 +23,12 @@ from app.directory.service import Directory
 from app.events import ConcurrencyConflict, EventStore, NewEvent, registry
 from app.routing.tree import UnitKind
 
-register("invalid_key_scope", 422, "Invalid key scope",
-         "The role's scope is incomplete or wrong (a handler needs a unit, a dispatcher a district).")
+register(
+    "invalid_key_scope",
+    422,
+    "Invalid key scope",
+    "The role's scope is incomplete or wrong (a handler needs a unit, a dispatcher a district).",
+)
 
 API_KEY_CREATED = registry.register("api_key.created", "An API key was issued (its hash is kept).")
 API_KEY_REVOKED = registry.register("api_key.revoked", "An API key was revoked.")
@@ -32,8 +37,13 @@ API_KEY_REVOKED = registry.register("api_key.revoked", "An API key was revoked."
 class KeyIn(Strict):
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"example": {"name": "南关区第一服务队第一组", "role": "handler",
-                                       "unit_id": "220102-t1-g1"}},
+        json_schema_extra={
+            "example": {
+                "name": "南关区第一服务队第一组",
+                "role": "handler",
+                "unit_id": "220102-t1-g1",
+            }
+        },
     )
 
     name: Name
@@ -94,12 +104,17 @@ class Keys:
             if body.unit_id:
                 unit = await self.directory.unit(body.unit_id)
                 if unit is None or unit.kind is not UnitKind.district_dispatch_room:
-                    raise AppError("invalid_key_scope", "a dispatcher's unit must be a district dispatch room")
+                    raise AppError(
+                        "invalid_key_scope", "a dispatcher's unit must be a district dispatch room"
+                    )
                 if district and district != unit.district_id:
                     raise AppError("invalid_key_scope", "unit_id and district_id disagree")
                 return unit.id, unit.district_id, None
             if not district:
-                raise AppError("invalid_key_scope", "a dispatcher key needs district_id (or its room's unit_id)")
+                raise AppError(
+                    "invalid_key_scope",
+                    "a dispatcher key needs district_id (or its room's unit_id)",
+                )
             return None, district, None
         if role is Role.portal:
             return None, None, body.source
@@ -140,7 +155,7 @@ class Keys:
             "created_by": caller.key_id,
             "revoked_at": None,
         }
-        data = {k: v for k, v in row.items() if k not in ("created_at", "revoked_at")}
+        data: dict[str, Any] = {k: v for k, v in row.items() if k not in ("created_at", "revoked_at")}
         data["bootstrap"] = bootstrap
         event = NewEvent(API_KEY_CREATED, data, metadata=event_metadata(caller, meta))
         try:
@@ -172,10 +187,8 @@ class Keys:
         now = self.clock.now()
         event = NewEvent(API_KEY_REVOKED, {"id": key_id}, metadata=event_metadata(caller, meta))
         stmt = sa.update(api_keys).where(api_keys.c.id == key_id).values(revoked_at=now)
-        try:
+        with contextlib.suppress(ConcurrencyConflict):  # revoked concurrently: same outcome
             await self.store.append(stream, version, [event], also=[stmt])
-        except ConcurrencyConflict:
-            pass  # revoked concurrently: the outcome is the same
         return await self.get(key_id)
 
     async def ensure_admin_key(self, key: str) -> str:
@@ -183,19 +196,21 @@ class Keys:
         (the operator changed ADMIN_API_KEY). Returns the key's id."""
         digest = hash_key(key)
         async with self.db.read() as conn:
-            existing = (
-                await conn.execute(sa.select(api_keys).where(api_keys.c.key_hash == digest))
-            ).first()
+            existing = (await conn.execute(sa.select(api_keys).where(api_keys.c.key_hash == digest))).first()
             earlier = (
-                await conn.execute(
-                    sa.select(api_keys.c.id).where(
-                        api_keys.c.id.startswith("admin_"),
-                        api_keys.c.key_hash != digest,
-                        api_keys.c.revoked_at.is_(None),
-                        api_keys.c.created_by == SYSTEM.key_id,
+                (
+                    await conn.execute(
+                        sa.select(api_keys.c.id).where(
+                            api_keys.c.id.startswith("admin_"),
+                            api_keys.c.key_hash != digest,
+                            api_keys.c.revoked_at.is_(None),
+                            api_keys.c.created_by == SYSTEM.key_id,
+                        )
                     )
                 )
-            ).scalars().all()
+                .scalars()
+                .all()
+            )
         for key_id in earlier:
             await self.revoke(SYSTEM, key_id)
         if existing is not None:
@@ -204,7 +219,10 @@ class Keys:
             return str(existing.id)
         try:
             row, _ = await self.create(
-                SYSTEM, KeyIn(name="admin (ADMIN_API_KEY)", role=Role.admin), key=key, bootstrap=True
+                SYSTEM,
+                KeyIn(name="admin (ADMIN_API_KEY)", role=Role.admin),
+                key=key,
+                bootstrap=True,
             )
         except AppError:
             # Another process bootstrapped the same key a moment ago.

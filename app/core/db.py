@@ -77,6 +77,9 @@ class XID8(UserDefinedType[int]):
         return "xid8"
 
 
+# Let reflection (Alembic's drift check) recognise the type instead of warning about it.
+postgresql.base.ischema_names.setdefault("xid8", XID8)
+
 JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 BigInt = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite rowid aliasing needs INTEGER
 TxId = sa.BigInteger().with_variant(XID8(), "postgresql")
@@ -162,7 +165,8 @@ class Database:
         @sa.event.listens_for(sync_engine, "begin")
         def _begin(conn: sa.Connection) -> None:
             mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
-            conn.exec_driver_sql(f"BEGIN {mode}")
+            if mode != "NONE":  # NONE: single-statement reads, each its own implicit transaction
+                conn.exec_driver_sql(f"BEGIN {mode}")
 
     @asynccontextmanager
     async def transaction(self, *, write: bool = True) -> AsyncIterator[AsyncConnection]:
@@ -184,9 +188,12 @@ class Database:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        """A read-only unit of work (one snapshot on PostgreSQL's REPEATABLE READ is not needed
-        by most readers; this is READ COMMITTED, one statement at a time)."""
+        """A connection for reading, statement by statement (READ COMMITTED on PostgreSQL; on
+        SQLite no BEGIN round trip). Readers that need one snapshot across statements use
+        `transaction(write=False)`."""
         async with self.engine.connect() as conn:
+            if self.is_sqlite:
+                await conn.execution_options(sqlite_begin="NONE")
             yield conn
 
     async def dispose(self) -> None:

@@ -47,13 +47,19 @@ async def get_caller(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Caller:
     if credentials is None or not credentials.credentials:
-        raise AppError("unauthorized", "send an API key as `Authorization: Bearer <key>`",
-                       headers={"WWW-Authenticate": 'Bearer realm="dispatchroom"'})
+        raise AppError(
+            "unauthorized",
+            "send an API key as `Authorization: Bearer <key>`",
+            headers={"WWW-Authenticate": 'Bearer realm="dispatchroom"'},
+        )
     async with get_db(request).read() as conn:
         caller = await authenticate(conn, credentials.credentials)
     if caller is None:
-        raise AppError("unauthorized", "the API key is unknown or revoked",
-                       headers={"WWW-Authenticate": 'Bearer realm="dispatchroom", error="invalid_token"'})
+        raise AppError(
+            "unauthorized",
+            "the API key is unknown or revoked",
+            headers={"WWW-Authenticate": 'Bearer realm="dispatchroom", error="invalid_token"'},
+        )
     request.state.caller = caller
     return caller
 

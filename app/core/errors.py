@@ -37,24 +37,53 @@ def register(code: str, status: int, title: str, description: str) -> str:
 register("bad_request", 400, "Bad request", "The request could not be understood.")
 register("validation_failed", 422, "Validation failed", "One or more fields are invalid; see `errors`.")
 register("invalid_cursor", 400, "Invalid cursor", "The pagination cursor is malformed or stale.")
-register("unauthorized", 401, "Unauthorized", "No valid API key was given (`Authorization: Bearer <key>`).")
+register(
+    "unauthorized",
+    401,
+    "Unauthorized",
+    "No valid API key was given (`Authorization: Bearer <key>`).",
+)
 register("forbidden", 403, "Forbidden", "The key's role may not perform this action.")
 register("not_found", 404, "Not found", "The resource does not exist or is outside the key's scope.")
 register("method_not_allowed", 405, "Method not allowed", "The resource does not support this method.")
 register("not_acceptable", 406, "Not acceptable", "None of the requested media types can be produced.")
 register("conflict", 409, "Conflict", "The request conflicts with the current state.")
-register("precondition_failed", 412, "Precondition failed",
-         "`If-Match` does not match the resource's current version (ETag).")
+register(
+    "precondition_failed",
+    412,
+    "Precondition failed",
+    "`If-Match` does not match the resource's current version (ETag).",
+)
 register("payload_too_large", 413, "Payload too large", "The request body exceeds the size limit.")
 register("unsupported_media_type", 415, "Unsupported media type", "Send `application/json`.")
-register("idempotency_key_reused", 422, "Idempotency key reused",
-         "This Idempotency-Key was already used with a different request body.")
-register("rate_limited", 429, "Too many requests", "The key's rate limit is exhausted; see `Retry-After`.")
+register(
+    "idempotency_key_reused",
+    422,
+    "Idempotency key reused",
+    "This Idempotency-Key was already used with a different request body.",
+)
+register(
+    "rate_limited",
+    429,
+    "Too many requests",
+    "The key's rate limit is exhausted; see `Retry-After`.",
+)
 register("internal_error", 500, "Internal error", "An unexpected error; it has been logged.")
-register("service_unavailable", 503, "Service unavailable",
-         "A dependency (the database) is unavailable; retry after `Retry-After` seconds.")
-register("contention", 409, "Too much contention",
-         "The resource kept changing while the command was retried; try again.")
+register(
+    "service_unavailable",
+    503,
+    "Service unavailable",
+    "A dependency (the database) is unavailable; retry after `Retry-After` seconds.",
+)
+register(
+    "contention",
+    409,
+    "Too much contention",
+    "The resource kept changing while the command was retried; try again.",
+)
+
+
+RESERVED_MEMBERS = frozenset({"type", "title", "status", "detail", "instance", "code"})
 
 
 class AppError(Exception):
@@ -70,6 +99,9 @@ class AppError(Exception):
     ) -> None:
         if code not in CATALOGUE:
             raise KeyError(f"unregistered error code {code!r}")
+        clash = RESERVED_MEMBERS & extra.keys()
+        if clash:
+            raise ValueError(f"extension members may not replace standard ones: {sorted(clash)}")
         super().__init__(detail)
         self.code = code
         self.detail = detail
@@ -150,8 +182,11 @@ def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         503: "Database unavailable",
     }
     return {
-        code: {"model": ProblemDetail, "description": described.get(code, "Error"),
-               "content": {PROBLEM_JSON: {}}}
+        code: {
+            "model": ProblemDetail,
+            "description": described.get(code, "Error"),
+            "content": {PROBLEM_JSON: {}},
+        }
         for code in codes
     }
 

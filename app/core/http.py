@@ -25,14 +25,26 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
-_STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-                 405: "method_not_allowed", 406: "not_acceptable", 413: "payload_too_large",
-                 415: "unsupported_media_type", 429: "rate_limited"}
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
 RETRY_AFTER_SECONDS = 5
 
 
 def problem_response(
-    code: str, detail: str, *, headers: dict[str, str] | None = None, instance: str | None = None,
+    code: str,
+    detail: str,
+    *,
+    headers: dict[str, str] | None = None,
+    instance: str | None = None,
     **extra: Any,
 ) -> JSONResponse:
     return JSONResponse(
@@ -56,26 +68,35 @@ def _is_database_unavailable(exc: BaseException) -> bool:
         return True
     if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
         return True
-    return isinstance(exc, (ConnectionError, TimeoutError, OSError)) and not isinstance(exc, FileNotFoundError)
+    return isinstance(exc, (ConnectionError, TimeoutError, OSError)) and not isinstance(
+        exc, FileNotFoundError
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:
     async def app_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, AppError)
-        return problem_response(exc.code, exc.detail, headers=exc.headers, instance=request.url.path,
-                                **exc.extra)
+        return problem_response(
+            exc.code, exc.detail, headers=exc.headers, instance=request.url.path, **exc.extra
+        )
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         errors = _field_errors(exc)
         first = errors[0] if errors else {"loc": [], "msg": "invalid"}
         where = ".".join(str(p) for p in first["loc"])
-        return problem_response("validation_failed", f"{where}: {first['msg']}",
-                                instance=request.url.path, errors=errors)
+        return problem_response(
+            "validation_failed",
+            f"{where}: {first['msg']}",
+            instance=request.url.path,
+            errors=errors,
+        )
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        code = _STATUS_CODES.get(exc.status_code, "bad_request" if exc.status_code < 500 else "internal_error")
+        code = _STATUS_CODES.get(
+            exc.status_code, "bad_request" if exc.status_code < 500 else "internal_error"
+        )
         detail = exc.detail if isinstance(exc.detail, str) else CATALOGUE[code].title
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"no resource at {request.url.path}"
@@ -84,12 +105,14 @@ def install_error_handlers(app: FastAPI) -> None:
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         if _is_database_unavailable(exc):
             log.warning("database unavailable: %s", exc)
-            return problem_response("service_unavailable", "the database is unavailable; retry shortly",
-                                    headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-                                    instance=request.url.path)
+            return problem_response(
+                "service_unavailable",
+                "the database is unavailable; retry shortly",
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+                instance=request.url.path,
+            )
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return problem_response("internal_error", "an unexpected error occurred",
-                                instance=request.url.path)
+        return problem_response("internal_error", "an unexpected error occurred", instance=request.url.path)
 
     app.add_exception_handler(AppError, app_error)
     app.add_exception_handler(RequestValidationError, validation_error)
@@ -145,9 +168,11 @@ class RequestContextMiddleware:
                 await self._too_large(scope, send, request_id)
 
     async def _too_large(self, scope: Scope, send: Send, request_id: str) -> None:
-        response = problem_response("payload_too_large",
-                                    f"the request body exceeds {self.max_body_bytes} bytes",
-                                    headers={"x-request-id": request_id})
+        response = problem_response(
+            "payload_too_large",
+            f"the request body exceeds {self.max_body_bytes} bytes",
+            headers={"x-request-id": request_id},
+        )
         await response(scope, _no_receive, send)
 
 

@@ -22,12 +22,12 @@ KEY_PREFIX = "dr_"
 
 
 class Role(StrEnum):
-    portal = "portal"          # another government portal: submits, follows what it submitted
-    handler = "handler"        # bound to a unit: sees and acts on what its unit holds or reported
+    portal = "portal"  # another government portal: submits, follows what it submitted
+    handler = "handler"  # bound to a unit: sees and acts on what its unit holds or reported
     dispatcher = "dispatcher"  # a district's dispatch room (区调度室): its district
-    commander = "commander"    # the city command room (市总调度室): everything
+    commander = "commander"  # the city command room (市总调度室): everything
     admin = "admin"
-    viewer = "viewer"          # read only; optionally limited to a district
+    viewer = "viewer"  # read only; optionally limited to a district
 
 
 class Permission(StrEnum):

@@ -28,15 +28,18 @@ def _no_control_text(value: str) -> str:
 
 
 Name = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
     AfterValidator(_no_control),
 ]
 ShortText = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500),
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=500),
     AfterValidator(_no_control),
 ]
 Text = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000),
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=4000),
     AfterValidator(_no_control_text),
 ]
 UnitId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]

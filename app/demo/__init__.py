@@ -31,11 +31,40 @@ from app.routing.tree import Tier, UnitKind
 DEMO_CALLER = Caller(key_id="demo", name="demo data", role=Role.admin)
 DEMO_DISTRICTS = 3
 
-_INDUSTRIES = ["汽车零部件", "生物医药", "光电信息", "现代农业", "新材料", "装备制造", "食品加工",
-               "软件科技", "物流", "建筑工程", "新能源", "文化旅游"]
+_STREETS = ["人民大街", "自由大路", "亚泰大街", "卫星路", "硅谷大街"]
+_INDUSTRIES = [
+    "汽车零部件",
+    "生物医药",
+    "光电信息",
+    "现代农业",
+    "新材料",
+    "装备制造",
+    "食品加工",
+    "软件科技",
+    "物流",
+    "建筑工程",
+    "新能源",
+    "文化旅游",
+]
 _PREFIXES = ["长春", "吉林省", "长春市", "吉林"]
-_BRANDS = ["富维", "华翔", "瑞航", "金达", "恒通", "博远", "星光", "联合", "宏图", "长城", "鼎盛", "启明",
-           "天成", "鑫源", "新锐", "盛世"]
+_BRANDS = [
+    "富维",
+    "华翔",
+    "瑞航",
+    "金达",
+    "恒通",
+    "博远",
+    "星光",
+    "联合",
+    "宏图",
+    "长城",
+    "鼎盛",
+    "启明",
+    "天成",
+    "鑫源",
+    "新锐",
+    "盛世",
+]
 _TITLES: dict[str, list[str]] = {
     "land": ["新增用地指标申请", "厂区不动产权证办理", "工业用地出让进度"],
     "planning_permit": ["二期厂房规划许可", "施工许可证办理滞后", "竣工联合验收"],
@@ -69,25 +98,54 @@ def demo_units() -> list[UnitIn]:
     room = city["city"]["command_room"]
     units = [UnitIn(id=room["id"], name=room["name"], kind=UnitKind.city_command_room)]
     for dept in city["city_departments"]:
-        units.append(UnitIn(id=dept["id"], name=dept["name"], kind=UnitKind.city_department,
-                            parent_id=room["id"]))
+        units.append(
+            UnitIn(
+                id=dept["id"],
+                name=dept["name"],
+                kind=UnitKind.city_department,
+                parent_id=room["id"],
+            )
+        )
     for district in city["districts"][:DEMO_DISTRICTS]:
         d_id, d_name = district["district_id"], district["name"]
         room_id = f"{d_id}-room"
-        units.append(UnitIn(id=room_id, name=city["district_room_name"].format(district=d_name),
-                            kind=UnitKind.district_dispatch_room, parent_id=room["id"], district_id=d_id))
+        units.append(
+            UnitIn(
+                id=room_id,
+                name=city["district_room_name"].format(district=d_name),
+                kind=UnitKind.district_dispatch_room,
+                parent_id=room["id"],
+                district_id=d_id,
+            )
+        )
         for group in city["district_function_groups"]:
-            units.append(UnitIn(id=f"{d_id}-{group['suffix']}", name=f"{d_name}{group['name']}",
-                                kind=UnitKind.district_function_group, parent_id=room_id))
+            units.append(
+                UnitIn(
+                    id=f"{d_id}-{group['suffix']}",
+                    name=f"{d_name}{group['name']}",
+                    kind=UnitKind.district_function_group,
+                    parent_id=room_id,
+                )
+            )
         for t in range(1, city["service_teams_per_district"] + 1):
             team_id = f"{d_id}-t{t}"
-            units.append(UnitIn(id=team_id, name=city["service_team_name"].format(district=d_name, n=t),
-                                kind=UnitKind.service_team, parent_id=room_id))
+            units.append(
+                UnitIn(
+                    id=team_id,
+                    name=city["service_team_name"].format(district=d_name, n=t),
+                    kind=UnitKind.service_team,
+                    parent_id=room_id,
+                )
+            )
             for g in range(1, city["service_groups_per_team"] + 1):
-                units.append(UnitIn(
-                    id=f"{team_id}-g{g}",
-                    name=city["service_group_name"].format(district=d_name, team=t, n=g),
-                    kind=UnitKind.service_group, parent_id=team_id))
+                units.append(
+                    UnitIn(
+                        id=f"{team_id}-g{g}",
+                        name=city["service_group_name"].format(district=d_name, team=t, n=g),
+                        kind=UnitKind.service_group,
+                        parent_id=team_id,
+                    )
+                )
     return units
 
 
@@ -103,10 +161,15 @@ def demo_enterprises(per_district: int = 12, seed: int = 7) -> list[EnterpriseIn
             team = 1 + i % city["service_teams_per_district"]
             group = 1 + (i // city["service_teams_per_district"]) % city["service_groups_per_team"]
             name = f"{rng.choice(_PREFIXES)}{rng.choice(_BRANDS)}{rng.choice(_INDUSTRIES)}有限公司"
-            result.append(EnterpriseIn(
-                id=code, name=name, district_id=d_id, service_unit_id=f"{d_id}-t{team}-g{group}",
-                address=f"{city['city']['name']}{d_name}{rng.choice(['人民大街', '自由大路', '亚泰大街', '卫星路', '硅谷大街'])}{rng.randint(1, 3000)}号",
-            ))
+            result.append(
+                EnterpriseIn(
+                    id=code,
+                    name=name,
+                    district_id=d_id,
+                    service_unit_id=f"{d_id}-t{team}-g{group}",
+                    address=f"{city['city']['name']}{d_name}{rng.choice(_STREETS)}{rng.randint(1, 3000)}号",
+                )
+            )
     return result
 
 
@@ -117,8 +180,14 @@ async def is_empty(store: EventStore) -> bool:
     return not count and not units
 
 
-async def load_demo(directory: Directory, problems: ProblemService, *, now: datetime,
-                    problems_count: int = 42, seed: int = 7) -> DemoSummary:
+async def load_demo(
+    directory: Directory,
+    problems: ProblemService,
+    *,
+    now: datetime,
+    problems_count: int = 42,
+    seed: int = 7,
+) -> DemoSummary:
     """Load the demo city; `now` anchors the histories (the newest events are hours old)."""
     units = demo_units()
     for unit in units:
@@ -132,8 +201,7 @@ async def load_demo(directory: Directory, problems: ProblemService, *, now: date
     departments = [d["id"] for d in city["city_departments"]]
     city_categories = set(city["city_jurisdiction_categories"])
     for i in range(problems_count):
-        await _demo_problem(problems, rng, i, enterprises, function_groups, departments,
-                            city_categories, now)
+        await _demo_problem(problems, rng, i, enterprises, function_groups, departments, city_categories, now)
     return DemoSummary(units=len(units), enterprises=len(enterprises), problems=problems_count)
 
 
@@ -156,18 +224,28 @@ async def _demo_problem(
         at = min(at + timedelta(days=days, minutes=rng.randint(5, 300)), now - timedelta(minutes=30))
         return at
 
-    state, _ = await problems.submit(DEMO_CALLER, SubmitIn(
-        enterprise_id=enterprise.id, category=category, title=rng.choice(_TITLES[category]),
-        description=f"{enterprise.name}反映：{rng.choice(_TITLES[category])}，需要协调解决。",
-        urgency="urgent" if index % 9 == 0 else "normal", reported_by=f"服务专员{index % 17 + 1:02d}",
-        source="demo", occurred_at=at,
-    ))
+    state, _ = await problems.submit(
+        DEMO_CALLER,
+        SubmitIn(
+            enterprise_id=enterprise.id,
+            category=category,
+            title=rng.choice(_TITLES[category]),
+            description=f"{enterprise.name}反映：{rng.choice(_TITLES[category])}，需要协调解决。",
+            urgency="urgent" if index % 9 == 0 else "normal",
+            reported_by=f"服务专员{index % 17 + 1:02d}",
+            source="demo",
+            occurred_at=at,
+        ),
+    )
     pid = state.id
 
-    async def run(command: domain.Command, days: float, units: list[str] | None = None) -> domain.ProblemState:
+    async def run(
+        command: domain.Command, days: float, units: list[str] | None = None
+    ) -> domain.ProblemState:
         when = step(days)
-        return await problems.execute(DEMO_CALLER, pid, lambda _s: command, occurred_at=when,
-                                      units=units or [])
+        return await problems.execute(
+            DEMO_CALLER, pid, lambda _s: command, occurred_at=when, units=units or []
+        )
 
     scenario = index % 10
     await run(domain.Accept(), 0.2)
@@ -194,8 +272,11 @@ async def _demo_problem(
         return
     lead = f"{district}-{rng.choice(function_groups)}"
     coop = f"{district}-{rng.choice([g for g in function_groups if not lead.endswith(g)])}"
-    await run(domain.Assign(lead_unit_id=lead, cooperating_unit_ids=(coop,)), rng.uniform(0.2, 2),
-              [lead, coop])
+    await run(
+        domain.Assign(lead_unit_id=lead, cooperating_unit_ids=(coop,)),
+        rng.uniform(0.2, 2),
+        [lead, coop],
+    )
     if scenario == 2:
         return  # assigned, waiting to be accepted
     await run(domain.Accept(), 0.5)
@@ -211,7 +292,10 @@ async def _demo_problem(
         return  # reopened
     if scenario == 6:
         review = problems.calendar.business_date(now) + timedelta(days=rng.randint(10, 40))
-        await run(domain.Defer("需待年度指标下达后办理", (domain.PlanStep("申报指标", review),), review), 1)
+        await run(
+            domain.Defer("需待年度指标下达后办理", (domain.PlanStep("申报指标", review),), review),
+            1,
+        )
         return
     await run(domain.Resolve("已办结"), rng.uniform(1, 6))
     await run(domain.Feedback(5), 0.5)

@@ -210,7 +210,10 @@ async def list_enterprises(
     responses=responses(401, 403, 409, 422),
 )
 async def register_enterprise(
-    body: EnterpriseIn, caller: EnterpriseWriter, meta: MetaDep, directory: DirectoryDep,
+    body: EnterpriseIn,
+    caller: EnterpriseWriter,
+    meta: MetaDep,
+    directory: DirectoryDep,
     response: Response,
 ) -> EnterpriseOut:
     """Admins anywhere, dispatchers in their district. `id` is the unified social credit code;
@@ -250,7 +253,10 @@ async def get_enterprise(enterprise_id: str, db: DbDep, caller: CallerDep) -> En
     responses=responses(401, 403, 404, 409, 422),
 )
 async def update_enterprise(
-    enterprise_id: str, body: EnterprisePatch, caller: EnterpriseWriter, meta: MetaDep,
+    enterprise_id: str,
+    body: EnterprisePatch,
+    caller: EnterpriseWriter,
+    meta: MetaDep,
     directory: DirectoryDep,
 ) -> EnterpriseOut:
     return _enterprise_out(await directory.update_enterprise(caller, enterprise_id.upper(), body, meta))

@@ -85,7 +85,9 @@ class EnterpriseIn(Strict):
         }
     )
 
-    id: CreditCode = Field(description="Unified social credit code (统一社会信用代码), check character validated.")
+    id: CreditCode = Field(
+        description="Unified social credit code (统一社会信用代码), check character validated."
+    )
     name: Name
     district_id: DistrictId
     service_unit_id: UnitId = Field(description="The service group (服务组) that covers the enterprise.")

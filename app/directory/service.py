@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.core.clock import Clock
-from app.core.db import Database, upsert
+from app.core.db import Database
 from app.core.errors import AppError, register
 from app.core.requestmeta import RequestMeta, event_metadata
 from app.core.security import SYSTEM, Caller, Role
@@ -29,12 +29,20 @@ from app.events import ConcurrencyConflict, EventStore, NewEvent, registry
 from app.routing.tree import PARENT_KINDS, TIER_OF_KIND, UnitKind, UnitRef
 
 register("unit_exists", 409, "Unit exists", "A unit with this id exists.")
-register("invalid_unit", 422, "Invalid unit",
-         "The unit does not fit the routing tree (parent kind, district, uniqueness of rooms).")
+register(
+    "invalid_unit",
+    422,
+    "Invalid unit",
+    "The unit does not fit the routing tree (parent kind, district, uniqueness of rooms).",
+)
 register("unknown_unit", 422, "Unknown unit", "A referenced unit does not exist.")
 register("enterprise_exists", 409, "Enterprise exists", "An enterprise with this credit code exists.")
-register("invalid_service_unit", 422, "Invalid service unit",
-         "The service unit must be an active service group or team of the enterprise's district.")
+register(
+    "invalid_service_unit",
+    422,
+    "Invalid service unit",
+    "The service unit must be an active service group or team of the enterprise's district.",
+)
 register("category_exists", 409, "Category exists", "A category with this code exists.")
 register("unknown_category", 422, "Unknown category", "The category does not exist or is inactive.")
 
@@ -156,9 +164,9 @@ class Directory:
 
     async def _all(self, stmt: sa.Select[Any], conn: AsyncConnection | None) -> Sequence[Any]:
         if conn is not None:
-            return (await conn.execute(stmt)).all()
+            return list((await conn.execute(stmt)).all())
         async with self.db.read() as own:
-            return (await own.execute(stmt)).all()
+            return list((await own.execute(stmt)).all())
 
     # -- units -----------------------------------------------------------------------------
 
@@ -204,8 +212,15 @@ class Directory:
     ) -> Any:
         changes = body.model_dump(exclude_unset=True, exclude_none=True)
         return await self._update(
-            caller, meta, table=units, key=units.c.id, key_value=unit_id, stream=f"unit-{unit_id}",
-            event_type=UNIT_UPDATED, changes=changes, what="unit",
+            caller,
+            meta,
+            table=units,
+            key=units.c.id,
+            key_value=unit_id,
+            stream=f"unit-{unit_id}",
+            event_type=UNIT_UPDATED,
+            changes=changes,
+            what="unit",
         )
 
     async def unit_row(self, unit_id: str) -> Any:
@@ -256,7 +271,11 @@ class Directory:
         return await self.enterprise_row(body.id)
 
     async def update_enterprise(
-        self, caller: Caller, enterprise_id: str, body: EnterprisePatch, meta: RequestMeta | None = None
+        self,
+        caller: Caller,
+        enterprise_id: str,
+        body: EnterprisePatch,
+        meta: RequestMeta | None = None,
     ) -> Any:
         current = await self.enterprise(enterprise_id)
         if current is None or not _sees_district(caller, current.district_id):
@@ -265,8 +284,14 @@ class Directory:
         if "service_unit_id" in changes:
             await self._check_service_unit(changes["service_unit_id"], current.district_id)
         return await self._update(
-            caller, meta, table=enterprises, key=enterprises.c.id, key_value=enterprise_id,
-            stream=f"enterprise-{enterprise_id}", event_type=ENTERPRISE_UPDATED, changes=changes,
+            caller,
+            meta,
+            table=enterprises,
+            key=enterprises.c.id,
+            key_value=enterprise_id,
+            stream=f"enterprise-{enterprise_id}",
+            event_type=ENTERPRISE_UPDATED,
+            changes=changes,
             what="enterprise",
         )
 
@@ -296,8 +321,7 @@ class Directory:
         }
         data = {"code": body.code, "name": body.name, "description": row["description"]}
         event = NewEvent(
-            CATEGORY_CREATED, data, metadata=event_metadata(caller, meta),
-            **({"event_id": event_id} if event_id else {}),
+            CATEGORY_CREATED, data, event_id=event_id or uuid.uuid4(), metadata=event_metadata(caller, meta)
         )
         try:
             await self.store.append(
@@ -313,8 +337,15 @@ class Directory:
     ) -> Any:
         changes = body.model_dump(exclude_unset=True, exclude_none=True)
         return await self._update(
-            caller, meta, table=categories, key=categories.c.code, key_value=code,
-            stream=f"category-{code}", event_type=CATEGORY_UPDATED, changes=changes, what="category",
+            caller,
+            meta,
+            table=categories,
+            key=categories.c.code,
+            key_value=code,
+            stream=f"category-{code}",
+            event_type=CATEGORY_UPDATED,
+            changes=changes,
+            what="category",
         )
 
     async def ensure_default_categories(self) -> int:
@@ -362,13 +393,12 @@ class Directory:
                 return current
             now = self.clock.now()
             version = current.version + 1
-            event = NewEvent(event_type, {key.name: key_value, **changes},
-                             metadata=event_metadata(caller, meta))
-            stmt = (
-                sa.update(table)
-                .where(key == key_value)
-                .values(**changes, updated_at=now, version=version)
+            event = NewEvent(
+                event_type,
+                {str(key.name): key_value, **changes},
+                metadata=event_metadata(caller, meta),
             )
+            stmt = sa.update(table).where(key == key_value).values(**changes, updated_at=now, version=version)
             try:
                 await self.store.append(stream, current.version, [event], also=[stmt])
             except ConcurrencyConflict:
@@ -388,7 +418,10 @@ def _check_unit_placement(body: UnitIn, parent: UnitRef | None) -> str | None:
         return None
     if parent.kind not in allowed:
         kinds = ", ".join(k.value for k in allowed if k)
-        raise AppError("invalid_unit", f"a {body.kind.value} must hang under a {kinds}, not a {parent.kind.value}")
+        raise AppError(
+            "invalid_unit",
+            f"a {body.kind.value} must hang under a {kinds}, not a {parent.kind.value}",
+        )
     if not parent.active:
         raise AppError("invalid_unit", f"parent unit {parent.id} is inactive")
     if body.kind is UnitKind.district_dispatch_room:
@@ -396,7 +429,10 @@ def _check_unit_placement(body: UnitIn, parent: UnitRef | None) -> str | None:
             raise AppError("invalid_unit", "a district_dispatch_room gives its district_id")
         return body.district_id
     if body.district_id and body.district_id != parent.district_id:
-        raise AppError("invalid_unit", f"units below a district room inherit its district ({parent.district_id})")
+        raise AppError(
+            "invalid_unit",
+            f"units below a district room inherit its district ({parent.district_id})",
+        )
     return parent.district_id
 
 

@@ -12,6 +12,7 @@ Positions are assigned to committed events only (see `tables.py` and `sequence`)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,10 +30,18 @@ from app.events.registry import EventRegistry
 from app.events.registry import registry as default_registry
 from app.events.tables import event_positions, event_sequencer, events
 
-register("concurrency_conflict", 409, "Concurrency conflict",
-         "The stream changed since it was read (expected version mismatch).")
-register("event_id_reused", 422, "Event id reused",
-         "An event with this id exists with a different payload.")
+register(
+    "concurrency_conflict",
+    409,
+    "Concurrency conflict",
+    "The stream changed since it was read (expected version mismatch).",
+)
+register(
+    "event_id_reused",
+    422,
+    "Event id reused",
+    "An event with this id exists with a different payload.",
+)
 
 STREAM_VERSION_CONSTRAINT = "uq_events_stream_id_stream_version"
 EVENT_ID_CONSTRAINT = "uq_events_event_id"
@@ -128,9 +137,7 @@ SELECT count(*) AS assigned, max(position) AS last_position FROM numbered
 
 
 class EventStore:
-    def __init__(
-        self, db: Database, clock: Clock, registry: EventRegistry = default_registry
-    ) -> None:
+    def __init__(self, db: Database, clock: Clock, registry: EventRegistry = default_registry) -> None:
         self.db = db
         self.clock = clock
         self.registry = registry
@@ -209,14 +216,18 @@ class EventStore:
             async with self.db.autocommit() as conn:
                 await conn.execute(stmt)
         except sa.exc.IntegrityError as exc:
-            if not _is_append_conflict(exc):
-                raise
+            # Which unique index a racing writer trips first (the events' or an inline
+            # projection's) is up to PostgreSQL; what tells a race from a genuine violation is
+            # whether the stream moved on. A conflicting writer has committed by the time we fail
+            # (we waited for it), so its events are visible here.
             async with self.db.read() as conn:
                 replay = await self._replayed(conn, stream_id, expected, rows)
                 if replay is not None:
                     return replay
                 actual = await self._version(conn, stream_id)
-            raise ConcurrencyConflict(stream_id, expected, actual) from None
+            if actual != expected or _is_append_conflict(exc):
+                raise ConcurrencyConflict(stream_id, expected, actual) from None
+            raise
         return [_recorded(row) for row in rows]
 
     async def _append_sqlite(
@@ -233,9 +244,7 @@ class EventStore:
             actual = await self._version(conn, stream_id)
             if actual != expected:
                 raise ConcurrencyConflict(stream_id, expected, actual)
-            ids = (
-                await conn.execute(sa.insert(events).values(rows).returning(events.c.id))
-            ).scalars().all()
+            ids = (await conn.execute(sa.insert(events).values(rows).returning(events.c.id))).scalars().all()
             await conn.execute(
                 sa.insert(event_positions),
                 [
@@ -255,9 +264,7 @@ class EventStore:
         ids = [row["event_id"] for row in rows]
         stored = {
             r.event_id: r
-            for r in (
-                await conn.execute(sa.select(*_SELECT_COLUMNS).where(events.c.event_id.in_(ids)))
-            ).all()
+            for r in (await conn.execute(sa.select(*_SELECT_COLUMNS).where(events.c.event_id.in_(ids)))).all()
         }
         if not stored:
             return None
@@ -304,19 +311,17 @@ class EventStore:
             self._positions_changed.set()
         return assigned
 
-    async def wait_appended(self, timeout: float) -> None:
-        """Wait until this process appends (or `timeout`); used by the sequencer loop."""
-        try:
-            await asyncio.wait_for(self._appended.wait(), timeout)
-        except TimeoutError:
-            pass
+    async def wait_appended(self, seconds: float) -> None:
+        """Wait until this process appends (at most `seconds`); used by the sequencer loop."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._appended.wait(), seconds)
         self._appended.clear()
 
-    async def wait_for_positions(self, timeout: float) -> None:
-        """Wait until this process sees new positions (or `timeout`); used by followers."""
+    async def wait_for_positions(self, seconds: float) -> None:
+        """Wait until this process sees new positions (at most `seconds`); used by followers."""
         event = self._positions_changed
         try:
-            await asyncio.wait_for(event.wait(), timeout)
+            await asyncio.wait_for(event.wait(), seconds)
         except TimeoutError:
             return
         # Replace rather than clear, so that every waiter of this round wakes up.

@@ -17,8 +17,13 @@ from app.core.db import BigInt, JSONType, TxId, UTCDateTime, metadata
 events = sa.Table(
     "events",
     metadata,
-    sa.Column("id", BigInt, primary_key=True, autoincrement=True,
-              comment="Insertion number (internal; not the global position)"),
+    sa.Column(
+        "id",
+        BigInt,
+        primary_key=True,
+        autoincrement=True,
+        comment="Insertion number (internal; not the global position)",
+    ),
     sa.Column("event_id", sa.Uuid, nullable=False),
     sa.Column("stream_id", sa.String(200), nullable=False),
     sa.Column("stream_version", sa.Integer, nullable=False),

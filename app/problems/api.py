@@ -58,14 +58,21 @@ ServiceDep = Annotated[ProblemService, Depends(get_problem_service)]
 ProblemId = Annotated[str, Path(max_length=64, description="The problem's id (a UUID).")]
 IfMatch = Annotated[
     str | None,
-    Header(alias="If-Match", max_length=40,
-           description='The version you read (the ETag, e.g. `"3"`). On mismatch: 412.'),
+    Header(
+        alias="If-Match",
+        max_length=40,
+        description='The version you read (the ETag, e.g. `"3"`). On mismatch: 412.',
+    ),
 ]
 IdempotencyKey = Annotated[
     str | None,
-    Header(alias="Idempotency-Key", min_length=1, max_length=200,
-           description="Repeating a request with the same key and body returns the first result; "
-                       "the same key with another body is 422. Keys are per API key."),
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        description="Repeating a request with the same key and body returns the first result; "
+        "the same key with another body is 422. Keys are per API key.",
+    ),
 ]
 _ETAG = re.compile(r'^\s*(?:W/)?"?(\d{1,9})"?\s*$')
 
@@ -124,9 +131,17 @@ def _split(values: list[str] | None, allowed: set[str] | None, name: str) -> tup
     if allowed is not None:
         bad = [v for v in items if v not in allowed]
         if bad:
-            raise AppError("validation_failed", f"unknown {name}: {', '.join(bad)}",
-                           errors=[{"loc": ["query", name], "msg": f"must be one of {sorted(allowed)}",
-                                    "type": "enum"}])
+            raise AppError(
+                "validation_failed",
+                f"unknown {name}: {', '.join(bad)}",
+                errors=[
+                    {
+                        "loc": ["query", name],
+                        "msg": f"must be one of {sorted(allowed)}",
+                        "type": "enum",
+                    }
+                ],
+            )
     return items
 
 
@@ -162,7 +177,10 @@ async def list_problems(
     enterprise_id: Annotated[str | None, Query(max_length=18)] = None,
     overdue: bool | None = None,
     submitted_from: Annotated[datetime | date | None, Query(description="Inclusive.")] = None,
-    submitted_to: Annotated[datetime | date | None, Query(description="Exclusive for instants; a date includes that day.")] = None,
+    submitted_to: Annotated[
+        datetime | date | None,
+        Query(description="Exclusive for instants; a date includes that day."),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> Page[ProblemOut]:
@@ -212,7 +230,9 @@ class EventOut(BaseModel):
     event_id: UUID
     type: str
     version: int = Field(description="Position in the problem's stream (1, 2, 3 …).")
-    position: int | None = Field(description="Global position in the event feed (null for a moment after the append).")
+    position: int | None = Field(
+        description="Global position in the event feed (null for a moment after the append)."
+    )
     schema_version: int
     occurred_at: datetime
     recorded_at: datetime
@@ -238,9 +258,15 @@ async def list_problem_events(
     events = await service.history(caller, problem_id)
     return [
         EventOut(
-            event_id=e.event_id, type=e.type, version=e.stream_version, position=e.position,
-            schema_version=e.schema_version, occurred_at=e.occurred_at.astimezone(settings.tz),
-            recorded_at=e.recorded_at.astimezone(settings.tz), data=e.data, metadata=e.metadata,
+            event_id=e.event_id,
+            type=e.type,
+            version=e.stream_version,
+            position=e.position,
+            schema_version=e.schema_version,
+            occurred_at=e.occurred_at.astimezone(settings.tz),
+            recorded_at=e.recorded_at.astimezone(settings.tz),
+            data=e.data,
+            metadata=e.metadata,
         )
         for e in events
     ]
@@ -304,64 +330,135 @@ def _deadline(service: ProblemService, value: datetime | date) -> datetime:
     return deadline
 
 
-_register("accept", AcceptIn, lambda b, s, st: domain.Accept(note=b.note),
-          "Accept (签收)", "The lead unit accepts an `assigned` problem: → `in_progress`.")
-_register("escalate", EscalateIn, lambda b, s, st: domain.Escalate(reason=b.reason),
-          "Escalate (上交)",
-          "local → the district dispatch room (or straight to the city command room for "
-          "city-jurisdiction categories); district → the city command room. The problem waits "
-          "`open` at the room with the new tier's deadline. Refused at the city tier "
-          "(`already_at_top_tier`).")
-_register("assign", AssignIn,
-          lambda b, s, st: domain.Assign(
-              lead_unit_id=b.lead_unit_id,
-              cooperating_unit_ids=tuple(b.cooperating_unit_ids) if b.cooperating_unit_ids is not None else None,
-              deadline=s.deadline_from(b.deadline), note=b.note),
-          "Assign (交办)",
-          "A room hands its `open` problem (or re-assigns a held one) to a lead unit of its tier "
-          "(牵头) with cooperating units (配合) and a deadline (限时办结). Without `lead_unit_id` "
-          "the routing rule's proposal is taken; without `deadline` the tier's deadline stays.",
-          units=lambda b: [x for x in [b.lead_unit_id, *(b.cooperating_unit_ids or [])] if x])
-_register("return", ReturnIn, lambda b, s, st: domain.Return(reason=b.reason),
-          "Return (退回)",
-          "The lead unit says the problem is not its jurisdiction, within the return window after "
-          "assignment. The room rules on it with `decide-return`.")
-_register("decide-return", DecideReturnIn,
-          lambda b, s, st: domain.DecideReturn(accept=b.accept, note=b.note),
-          "Rule on a return",
-          "The room accepts a return (→ `open` at the room; the deadline does not restart) or "
-          "refuses it (the unit keeps the problem).")
-_register("progress", ProgressIn, lambda b, s, st: domain.Progress(note=b.note),
-          "Report progress", "A progress note; the status does not change.")
-_register("request-extension", RequestExtensionIn,
-          lambda b, s, st: domain.RequestExtension(deadline=_deadline(s, b.deadline), reason=b.reason),
-          "Request an extension (延期)",
-          "The lead unit asks for a later deadline, before the current one passes.")
-_register("decide-extension", DecideExtensionIn,
-          lambda b, s, st: domain.DecideExtension(approve=b.approve, deadline=s.deadline_from(b.deadline),
-                                                  note=b.note),
-          "Decide an extension", "The room approves (the deadline moves) or refuses.")
-_register("defer", DeferIn,
-          lambda b, s, st: domain.Defer(
-              explanation=b.explanation,
-              plan=tuple(domain.PlanStep(p.step, p.due_on) for p in b.plan),
-              review_on=b.review_on),
-          "Defer with a staged plan (问题不搁置)",
-          "The problem cannot be solved soon: an explanation to the enterprise, a staged plan with "
-          "dates and a review date. It is not overdue meanwhile; its deadline clock is paused.")
-_register("resume", ResumeIn, lambda b, s, st: domain.Resume(note=b.note),
-          "Resume a deferred problem",
-          "Back to `in_progress`; the unit gets back the working days it had left when it deferred.")
-_register("resolve", ResolveIn, lambda b, s, st: domain.Resolve(resolution=b.resolution),
-          "Resolve (办结)", "The problem is solved; it awaits the enterprise's feedback.")
-_register("feedback", FeedbackIn, lambda b, s, st: domain.Feedback(score=b.score, comment=b.comment),
-          "Record the enterprise's feedback (回访)",
-          "Satisfaction 1–5: 4 or 5 closes the problem (销号); 1–3 reopens it (`in_progress`).")
-_register("reopen", ReopenIn, lambda b, s, st: domain.Reopen(reason=b.reason),
-          "Reopen", "A resolved or closed problem goes back to work with a fresh deadline.")
-_register("supervise", SuperviseIn, lambda b, s, st: domain.Supervise(note=b.note),
-          "Supervise (督办)", "A supervision notice from a higher tier; the status does not change.")
-_register("withdraw", WithdrawIn, lambda b, s, st: domain.Withdraw(reason=b.reason),
-          "Withdraw", "The problem is withdrawn (it leaves the solve-rate denominators).")
-_register("close", CloseIn, lambda b, s, st: domain.Close(reason=b.reason),
-          "Close without feedback (admin)", "Close a resolved problem without the enterprise's feedback.")
+_register(
+    "accept",
+    AcceptIn,
+    lambda b, s, st: domain.Accept(note=b.note),
+    "Accept (签收)",
+    "The lead unit accepts an `assigned` problem: → `in_progress`.",
+)
+_register(
+    "escalate",
+    EscalateIn,
+    lambda b, s, st: domain.Escalate(reason=b.reason),
+    "Escalate (上交)",
+    "local → the district dispatch room (or straight to the city command room for "
+    "city-jurisdiction categories); district → the city command room. The problem waits "
+    "`open` at the room with the new tier's deadline. Refused at the city tier "
+    "(`already_at_top_tier`).",
+)
+_register(
+    "assign",
+    AssignIn,
+    lambda b, s, st: domain.Assign(
+        lead_unit_id=b.lead_unit_id,
+        cooperating_unit_ids=tuple(b.cooperating_unit_ids) if b.cooperating_unit_ids is not None else None,
+        deadline=s.deadline_from(b.deadline),
+        note=b.note,
+    ),
+    "Assign (交办)",
+    "A room hands its `open` problem (or re-assigns a held one) to a lead unit of its tier "
+    "(牵头) with cooperating units (配合) and a deadline (限时办结). Without `lead_unit_id` "
+    "the routing rule's proposal is taken; without `deadline` the tier's deadline stays.",
+    units=lambda b: [x for x in [b.lead_unit_id, *(b.cooperating_unit_ids or [])] if x],
+)
+_register(
+    "return",
+    ReturnIn,
+    lambda b, s, st: domain.Return(reason=b.reason),
+    "Return (退回)",
+    "The lead unit says the problem is not its jurisdiction, within the return window after "
+    "assignment. The room rules on it with `decide-return`.",
+)
+_register(
+    "decide-return",
+    DecideReturnIn,
+    lambda b, s, st: domain.DecideReturn(accept=b.accept, note=b.note),
+    "Rule on a return",
+    "The room accepts a return (→ `open` at the room; the deadline does not restart) or "
+    "refuses it (the unit keeps the problem).",
+)
+_register(
+    "progress",
+    ProgressIn,
+    lambda b, s, st: domain.Progress(note=b.note),
+    "Report progress",
+    "A progress note; the status does not change.",
+)
+_register(
+    "request-extension",
+    RequestExtensionIn,
+    lambda b, s, st: domain.RequestExtension(deadline=_deadline(s, b.deadline), reason=b.reason),
+    "Request an extension (延期)",
+    "The lead unit asks for a later deadline, before the current one passes.",
+)
+_register(
+    "decide-extension",
+    DecideExtensionIn,
+    lambda b, s, st: domain.DecideExtension(
+        approve=b.approve, deadline=s.deadline_from(b.deadline), note=b.note
+    ),
+    "Decide an extension",
+    "The room approves (the deadline moves) or refuses.",
+)
+_register(
+    "defer",
+    DeferIn,
+    lambda b, s, st: domain.Defer(
+        explanation=b.explanation,
+        plan=tuple(domain.PlanStep(p.step, p.due_on) for p in b.plan),
+        review_on=b.review_on,
+    ),
+    "Defer with a staged plan (问题不搁置)",
+    "The problem cannot be solved soon: an explanation to the enterprise, a staged plan with "
+    "dates and a review date. It is not overdue meanwhile; its deadline clock is paused.",
+)
+_register(
+    "resume",
+    ResumeIn,
+    lambda b, s, st: domain.Resume(note=b.note),
+    "Resume a deferred problem",
+    "Back to `in_progress`; the unit gets back the working days it had left when it deferred.",
+)
+_register(
+    "resolve",
+    ResolveIn,
+    lambda b, s, st: domain.Resolve(resolution=b.resolution),
+    "Resolve (办结)",
+    "The problem is solved; it awaits the enterprise's feedback.",
+)
+_register(
+    "feedback",
+    FeedbackIn,
+    lambda b, s, st: domain.Feedback(score=b.score, comment=b.comment),
+    "Record the enterprise's feedback (回访)",
+    "Satisfaction 1–5: 4 or 5 closes the problem (销号); 1–3 reopens it (`in_progress`).",
+)
+_register(
+    "reopen",
+    ReopenIn,
+    lambda b, s, st: domain.Reopen(reason=b.reason),
+    "Reopen",
+    "A resolved or closed problem goes back to work with a fresh deadline.",
+)
+_register(
+    "supervise",
+    SuperviseIn,
+    lambda b, s, st: domain.Supervise(note=b.note),
+    "Supervise (督办)",
+    "A supervision notice from a higher tier; the status does not change.",
+)
+_register(
+    "withdraw",
+    WithdrawIn,
+    lambda b, s, st: domain.Withdraw(reason=b.reason),
+    "Withdraw",
+    "The problem is withdrawn (it leaves the solve-rate denominators).",
+)
+_register(
+    "close",
+    CloseIn,
+    lambda b, s, st: domain.Close(reason=b.reason),
+    "Close without feedback (admin)",
+    "Close a resolved problem without the enterprise's feedback.",
+)

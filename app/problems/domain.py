@@ -25,40 +25,87 @@ from app.core.security import Role
 from app.routing.policy import RouteProposal
 from app.routing.tree import LEAD_KINDS, Tier, UnitRef, next_tier
 
-register("invalid_transition", 409, "Transition not allowed",
-         "The command is not allowed in the problem's current status or tier; see `status` and `allowed_statuses`.")
-register("already_at_top_tier", 409, "Already at the top tier",
-         "The problem is at the city command room; it cannot be escalated further.")
-register("routing_unavailable", 409, "No room to route to",
-         "The routing tree has no dispatch room for the target tier and district.")
-register("lead_unit_required", 422, "Lead unit required",
-         "No lead unit was given and no routing rule proposes one for this district and category.")
-register("invalid_lead_unit", 422, "Invalid lead unit",
-         "Lead and cooperating units must be active units of the problem's tier (and district).")
-register("invalid_deadline", 422, "Invalid deadline",
-         "The deadline must lie after the command's time (and, for an extension, after the current deadline).")
+register(
+    "invalid_transition",
+    409,
+    "Transition not allowed",
+    "The command is not allowed in the problem's current status or tier; "
+    "see `current_status` and `allowed_statuses`.",
+)
+register(
+    "already_at_top_tier",
+    409,
+    "Already at the top tier",
+    "The problem is at the city command room; it cannot be escalated further.",
+)
+register(
+    "routing_unavailable",
+    409,
+    "No room to route to",
+    "The routing tree has no dispatch room for the target tier and district.",
+)
+register(
+    "lead_unit_required",
+    422,
+    "Lead unit required",
+    "No lead unit was given and no routing rule proposes one for this district and category.",
+)
+register(
+    "invalid_lead_unit",
+    422,
+    "Invalid lead unit",
+    "Lead and cooperating units must be active units of the problem's tier (and district).",
+)
+register(
+    "invalid_deadline",
+    422,
+    "Invalid deadline",
+    "The deadline must lie after the command's time (and, for an extension, after the current deadline).",
+)
 register("deadline_passed", 409, "Deadline passed", "An extension must be requested before the deadline.")
-register("extension_pending", 409, "Extension pending", "An extension request is already waiting for a decision.")
+register(
+    "extension_pending",
+    409,
+    "Extension pending",
+    "An extension request is already waiting for a decision.",
+)
 register("no_extension_pending", 409, "No extension pending", "There is no extension request to decide.")
-register("return_pending", 409, "Return pending", "A return request is already waiting for the room's ruling.")
+register(
+    "return_pending",
+    409,
+    "Return pending",
+    "A return request is already waiting for the room's ruling.",
+)
 register("no_return_pending", 409, "No return pending", "There is no return request to rule on.")
-register("return_window_closed", 409, "Return window closed",
-         "A problem may be returned only within the configured window after its assignment.")
+register(
+    "return_window_closed",
+    409,
+    "Return window closed",
+    "A problem may be returned only within the configured window after its assignment.",
+)
 register("invalid_review_date", 422, "Invalid review date", "The review date must lie after today.")
-register("not_permitted", 403, "Not permitted",
-         "The caller's role or unit may not perform this command on this problem.")
+register(
+    "not_permitted",
+    403,
+    "Not permitted",
+    "The caller's role or unit may not perform this command on this problem.",
+)
 register("problem_exists", 409, "Problem exists", "A problem with this id exists.")
-register("occurred_at_out_of_order", 422, "occurred_at out of order",
-         "occurred_at lies before the problem's latest event.")
+register(
+    "occurred_at_out_of_order",
+    422,
+    "occurred_at out of order",
+    "occurred_at lies before the problem's latest event.",
+)
 
 
 class Status(StrEnum):
-    open = "open"                # waiting at a room for dispatch
-    assigned = "assigned"        # a lead unit holds it
+    open = "open"  # waiting at a room for dispatch
+    assigned = "assigned"  # a lead unit holds it
     in_progress = "in_progress"  # the lead unit accepted it (签收)
-    deferred = "deferred"        # explained, with a staged plan and a review date
-    resolved = "resolved"        # 办结, awaiting the enterprise's feedback
-    closed = "closed"            # 销号
+    deferred = "deferred"  # explained, with a staged plan and a review date
+    resolved = "resolved"  # 办结, awaiting the enterprise's feedback
+    closed = "closed"  # 销号
     withdrawn = "withdrawn"
 
 
@@ -106,7 +153,8 @@ EVENT_DESCRIPTIONS: dict[str, str] = {
     PROGRESS_REPORTED: "A progress note.",
     EXTENSION_REQUESTED: "The lead unit asked for a later deadline (延期).",
     EXTENSION_DECIDED: "The room approved or refused an extension.",
-    DEFERRED: "The problem cannot be solved soon: explanation, staged plan, review date (not overdue meanwhile).",
+    DEFERRED: "The problem cannot be solved soon: explanation, staged plan, review date "
+    "(not overdue meanwhile).",
     RESUMED: "Work on a deferred problem resumed; the deadline moved by the time paused.",
     RESOLVED: "The problem was solved (办结); awaiting the enterprise's feedback.",
     FEEDBACK_RECEIVED: "The enterprise's satisfaction (1–5) was recorded (回访).",
@@ -335,9 +383,24 @@ class Close:
 
 
 Command = (
-    Accept | Escalate | Assign | Return | DecideReturn | Progress | RequestExtension
-    | DecideExtension | Defer | Resume | Resolve | Feedback | Reopen | Supervise | Remind
-    | MarkOverdue | Withdraw | Close
+    Accept
+    | Escalate
+    | Assign
+    | Return
+    | DecideReturn
+    | Progress
+    | RequestExtension
+    | DecideExtension
+    | Defer
+    | Resume
+    | Resolve
+    | Feedback
+    | Reopen
+    | Supervise
+    | Remind
+    | MarkOverdue
+    | Withdraw
+    | Close
 )
 
 
@@ -459,12 +522,24 @@ def _rights(state: ProblemState, command: Command) -> frozenset[str]:
 
 def command_name(command: Command) -> str:
     names = {
-        Accept: "accept", Escalate: "escalate", Assign: "assign", Return: "return",
-        DecideReturn: "decide-return", Progress: "progress",
-        RequestExtension: "request-extension", DecideExtension: "decide-extension",
-        Defer: "defer", Resume: "resume", Resolve: "resolve", Feedback: "feedback",
-        Reopen: "reopen", Supervise: "supervise", Remind: "remind", MarkOverdue: "mark-overdue",
-        Withdraw: "withdraw", Close: "close",
+        Accept: "accept",
+        Escalate: "escalate",
+        Assign: "assign",
+        Return: "return",
+        DecideReturn: "decide-return",
+        Progress: "progress",
+        RequestExtension: "request-extension",
+        DecideExtension: "decide-extension",
+        Defer: "defer",
+        Resume: "resume",
+        Resolve: "resolve",
+        Feedback: "feedback",
+        Reopen: "reopen",
+        Supervise: "supervise",
+        Remind: "remind",
+        MarkOverdue: "mark-overdue",
+        Withdraw: "withdraw",
+        Close: "close",
     }
     return names[type(command)]
 
@@ -482,7 +557,7 @@ def _require_status(state: ProblemState, command: Command, allowed: Iterable[Sta
         raise AppError(
             "invalid_transition",
             f"{command_name(command)} is not allowed while the problem is {state.status.value}",
-            status=state.status.value,
+            current_status=state.status.value,
             tier=state.tier.value,
             command=command_name(command),
             allowed_statuses=[s.value for s in allowed],
@@ -535,7 +610,8 @@ def decide(state: ProblemState, command: Command, ctx: Context) -> list[Fact]:
             f"the problem's latest event is at {state.updated_at.isoformat()}",
         )
     handler = _DECIDERS[type(command)]
-    return handler(state, command, ctx)
+    facts: list[Fact] = handler(state, command, ctx)
+    return facts
 
 
 def _fact(type_: str, ctx: Context, **data: Any) -> Fact:
@@ -549,21 +625,31 @@ def _accept(state: ProblemState, cmd: Accept, ctx: Context) -> list[Fact]:
 
 def _escalate(state: ProblemState, cmd: Escalate, ctx: Context) -> list[Fact]:
     if state.tier is Tier.city:
-        raise AppError("already_at_top_tier", "the problem is at the city command room already",
-                       tier=state.tier.value)
+        raise AppError(
+            "already_at_top_tier",
+            "the problem is at the city command room already",
+            tier=state.tier.value,
+        )
     _require_status(state, cmd, ACTIVE)
     target = ctx.policy.escalation_target(state.category, state.tier) or next_tier(state.tier)
     assert target is not None
     room = ctx.policy.room(target, state.district_id)
     if room is None:
-        raise AppError("routing_unavailable",
-                       f"there is no {target.value} room for district {state.district_id}")
+        raise AppError(
+            "routing_unavailable",
+            f"there is no {target.value} room for district {state.district_id}",
+        )
     deadline = ctx.policy.deadline(ctx.now, target, state.urgency.value)
     return [
         _fact(
-            ESCALATED, ctx,
-            from_tier=state.tier.value, to_tier=target.value, room_unit_id=room,
-            reason=cmd.reason, deadline=_iso(deadline), automatic=cmd.automatic,
+            ESCALATED,
+            ctx,
+            from_tier=state.tier.value,
+            to_tier=target.value,
+            room_unit_id=room,
+            reason=cmd.reason,
+            deadline=_iso(deadline),
+            automatic=cmd.automatic,
         )
     ]
 
@@ -577,26 +663,38 @@ def _check_units(state: ProblemState, ctx: Context, unit_ids: Sequence[str]) -> 
             raise AppError("invalid_lead_unit", f"unit {unit_id} is inactive", unit_id=unit_id)
         if unit.kind not in LEAD_KINDS[state.tier]:
             kinds = " or ".join(sorted(k.value for k in LEAD_KINDS[state.tier]))
-            raise AppError("invalid_lead_unit",
-                           f"at the {state.tier.value} tier the units must be a {kinds}; {unit_id} is a {unit.kind.value}",
-                           unit_id=unit_id)
+            raise AppError(
+                "invalid_lead_unit",
+                f"at the {state.tier.value} tier the units must be a {kinds}; "
+                f"{unit_id} is a {unit.kind.value}",
+                unit_id=unit_id,
+            )
         if state.tier is not Tier.city and unit.district_id != state.district_id:
-            raise AppError("invalid_lead_unit",
-                           f"unit {unit_id} belongs to district {unit.district_id}, not {state.district_id}",
-                           unit_id=unit_id)
+            raise AppError(
+                "invalid_lead_unit",
+                f"unit {unit_id} belongs to district {unit.district_id}, not {state.district_id}",
+                unit_id=unit_id,
+            )
 
 
 def _assign(state: ProblemState, cmd: Assign, ctx: Context) -> list[Fact]:
     if state.tier is Tier.local:
-        raise AppError("invalid_transition", "assign is a room's command; at the local tier the service group holds the problem",
-                       status=state.status.value, tier=state.tier.value, command="assign",
-                       allowed_statuses=[])
+        raise AppError(
+            "invalid_transition",
+            "assign is a room's command; at the local tier the service group holds the problem",
+            current_status=state.status.value,
+            tier=state.tier.value,
+            command="assign",
+            allowed_statuses=[],
+        )
     _require_status(state, cmd, [Status.open, Status.assigned, Status.in_progress])
     proposal = ctx.policy.proposal(state.district_id, state.category, state.tier)
     lead = cmd.lead_unit_id or (proposal.lead_unit_id if proposal else None)
     if lead is None:
-        raise AppError("lead_unit_required",
-                       f"no rule proposes a lead unit for {state.category} in {state.district_id}; give lead_unit_id")
+        raise AppError(
+            "lead_unit_required",
+            f"no rule proposes a lead unit for {state.category} in {state.district_id}; give lead_unit_id",
+        )
     if cmd.cooperating_unit_ids is not None:
         coops = tuple(dict.fromkeys(cmd.cooperating_unit_ids))
     elif proposal and not cmd.lead_unit_id:
@@ -610,30 +708,44 @@ def _assign(state: ProblemState, cmd: Assign, ctx: Context) -> list[Fact]:
             raise AppError("invalid_deadline", "the deadline must lie in the future")
         deadline = cmd.deadline
     else:
-        deadline = state.deadline or ctx.policy.deadline(state.tier_entered_at, state.tier, state.urgency.value)
+        deadline = state.deadline or ctx.policy.deadline(
+            state.tier_entered_at, state.tier, state.urgency.value
+        )
     from_proposal = proposal is not None and lead == proposal.lead_unit_id
     return [
         _fact(
-            ASSIGNED, ctx,
-            tier=state.tier.value, lead_unit_id=lead, cooperating_unit_ids=list(coops),
-            deadline=_iso(deadline), note=cmd.note,
+            ASSIGNED,
+            ctx,
+            tier=state.tier.value,
+            lead_unit_id=lead,
+            cooperating_unit_ids=list(coops),
+            deadline=_iso(deadline),
+            note=cmd.note,
             rule_version=proposal.rule_version if from_proposal and proposal else None,
-            proposed=from_proposal, previous_lead_unit_id=state.lead_unit_id,
+            proposed=from_proposal,
+            previous_lead_unit_id=state.lead_unit_id,
         )
     ]
 
 
 def _return(state: ProblemState, cmd: Return, ctx: Context) -> list[Fact]:
     if state.tier is Tier.local:
-        raise AppError("invalid_transition", "at the local tier a problem is escalated, not returned",
-                       status=state.status.value, tier=state.tier.value, command="return",
-                       allowed_statuses=[])
+        raise AppError(
+            "invalid_transition",
+            "at the local tier a problem is escalated, not returned",
+            current_status=state.status.value,
+            tier=state.tier.value,
+            command="return",
+            allowed_statuses=[],
+        )
     _require_status(state, cmd, HELD)
     if state.return_request is not None:
         raise AppError("return_pending", "a return request is already waiting for the room")
     if ctx.now > ctx.policy.return_window_ends(state.holder_since):
-        raise AppError("return_window_closed",
-                       "the window for returning this assignment has closed; ask the room to re-assign")
+        raise AppError(
+            "return_window_closed",
+            "the window for returning this assignment has closed; ask the room to re-assign",
+        )
     return [_fact(RETURN_REQUESTED, ctx, unit_id=state.lead_unit_id, reason=cmd.reason)]
 
 
@@ -642,8 +754,14 @@ def _decide_return(state: ProblemState, cmd: DecideReturn, ctx: Context) -> list
         raise AppError("no_return_pending", "there is no return request to rule on")
     if cmd.accept:
         return [
-            _fact(RETURNED, ctx, unit_id=state.lead_unit_id, reason=state.return_request["reason"],
-                  room_unit_id=state.room_unit_id, note=cmd.note)
+            _fact(
+                RETURNED,
+                ctx,
+                unit_id=state.lead_unit_id,
+                reason=state.return_request["reason"],
+                room_unit_id=state.room_unit_id,
+                note=cmd.note,
+            )
         ]
     return [_fact(RETURN_REFUSED, ctx, unit_id=state.lead_unit_id, note=cmd.note)]
 
@@ -662,8 +780,14 @@ def _request_extension(state: ProblemState, cmd: RequestExtension, ctx: Context)
     if cmd.deadline <= (state.deadline or ctx.now):
         raise AppError("invalid_deadline", "the requested deadline must lie after the current one")
     return [
-        _fact(EXTENSION_REQUESTED, ctx, requested_deadline=_iso(cmd.deadline), reason=cmd.reason,
-              unit_id=state.lead_unit_id, current_deadline=_iso(state.deadline))
+        _fact(
+            EXTENSION_REQUESTED,
+            ctx,
+            requested_deadline=_iso(cmd.deadline),
+            reason=cmd.reason,
+            unit_id=state.lead_unit_id,
+            current_deadline=_iso(state.deadline),
+        )
     ]
 
 
@@ -677,8 +801,14 @@ def _decide_extension(state: ProblemState, cmd: DecideExtension, ctx: Context) -
         if deadline <= ctx.now:
             raise AppError("invalid_deadline", "the approved deadline must lie in the future")
     return [
-        _fact(EXTENSION_DECIDED, ctx, approved=cmd.approve, deadline=_iso(deadline), note=cmd.note,
-              previous_deadline=_iso(state.deadline))
+        _fact(
+            EXTENSION_DECIDED,
+            ctx,
+            approved=cmd.approve,
+            deadline=_iso(deadline),
+            note=cmd.note,
+            previous_deadline=_iso(state.deadline),
+        )
     ]
 
 
@@ -691,7 +821,8 @@ def _defer(state: ProblemState, cmd: Defer, ctx: Context) -> list[Fact]:
     deadline = ctx.policy.review_deadline(cmd.review_on, max(remaining, 1))
     return [
         _fact(
-            DEFERRED, ctx,
+            DEFERRED,
+            ctx,
             explanation=cmd.explanation,
             plan=[{"step": s.step, "due_on": s.due_on.isoformat()} for s in cmd.plan],
             review_on=cmd.review_on.isoformat(),
@@ -717,8 +848,15 @@ def _resolve(state: ProblemState, cmd: Resolve, ctx: Context) -> list[Fact]:
     unit = state.lead_unit_id if state.status is not Status.open else state.room_unit_id
     on_time = state.deadline is None or ctx.now <= state.deadline
     return [
-        _fact(RESOLVED, ctx, resolution=cmd.resolution, unit_id=unit, tier=state.tier.value,
-              on_time=on_time, deadline=_iso(state.deadline))
+        _fact(
+            RESOLVED,
+            ctx,
+            resolution=cmd.resolution,
+            unit_id=unit,
+            tier=state.tier.value,
+            on_time=on_time,
+            deadline=_iso(state.deadline),
+        )
     ]
 
 
@@ -746,24 +884,51 @@ def _reopen(state: ProblemState, cmd: Reopen, ctx: Context) -> list[Fact]:
 def _supervise(state: ProblemState, cmd: Supervise, ctx: Context) -> list[Fact]:
     _require_status(state, cmd, ACTIVE)
     actor = ctx.actor
-    return [_fact(SUPERVISED, ctx, note=cmd.note, tier=state.tier.value,
-                  by_role=actor.role.value if actor.role else "system", by_unit=actor.unit_id)]
+    return [
+        _fact(
+            SUPERVISED,
+            ctx,
+            note=cmd.note,
+            tier=state.tier.value,
+            by_role=actor.role.value if actor.role else "system",
+            by_unit=actor.unit_id,
+        )
+    ]
 
 
 def _remind(state: ProblemState, cmd: Remind, ctx: Context) -> list[Fact]:
     _require_status(state, cmd, ACTIVE)
-    return [_fact(REMINDED, ctx, reason=cmd.reason, deadline=_iso(state.deadline),
-                  holder_unit_id=state.holder_unit_id)]
+    return [
+        _fact(
+            REMINDED,
+            ctx,
+            reason=cmd.reason,
+            deadline=_iso(state.deadline),
+            holder_unit_id=state.holder_unit_id,
+        )
+    ]
 
 
 def _mark_overdue(state: ProblemState, cmd: MarkOverdue, ctx: Context) -> list[Fact]:
     _require_status(state, cmd, ACTIVE)
     if not state.is_overdue(ctx.now) or state.overdue_noted_for == state.deadline:
-        raise AppError("invalid_transition", "the problem is not newly overdue",
-                       status=state.status.value, tier=state.tier.value, command="mark-overdue",
-                       allowed_statuses=[])
-    return [_fact(OVERDUE, ctx, deadline=_iso(state.deadline), tier=state.tier.value,
-                  holder_unit_id=state.holder_unit_id)]
+        raise AppError(
+            "invalid_transition",
+            "the problem is not newly overdue",
+            current_status=state.status.value,
+            tier=state.tier.value,
+            command="mark-overdue",
+            allowed_statuses=[],
+        )
+    return [
+        _fact(
+            OVERDUE,
+            ctx,
+            deadline=_iso(state.deadline),
+            tier=state.tier.value,
+            holder_unit_id=state.holder_unit_id,
+        )
+    ]
 
 
 def _withdraw(state: ProblemState, cmd: Withdraw, ctx: Context) -> list[Fact]:
@@ -840,33 +1005,63 @@ def initial(problem_id: str, fact: Fact) -> ProblemState:
 def evolve(state: ProblemState, fact: Fact) -> ProblemState:
     d = fact.data
     at = fact.occurred_at
-    s = replace(state, version=state.version + 1, updated_at=max(at, state.updated_at),
-                last_event=fact.type)
+    s = replace(state, version=state.version + 1, updated_at=max(at, state.updated_at), last_event=fact.type)
     match fact.type:
         case "problem.accepted":
             return replace(s, status=Status.in_progress, accepted_at=at)
         case "problem.escalated":
             return replace(
-                s, tier=Tier(d["to_tier"]), status=Status.open, room_unit_id=d["room_unit_id"],
-                lead_unit_id=None, cooperating_unit_ids=(), deadline=_dt(d["deadline"]),
-                tier_entered_at=at, holder_since=at, accepted_at=None,
-                escalations=s.escalations + 1, extension_request=None, return_request=None,
-                review_on=None, deferred_at=None, deferred_remaining=None, unrouted=False,
+                s,
+                tier=Tier(d["to_tier"]),
+                status=Status.open,
+                room_unit_id=d["room_unit_id"],
+                lead_unit_id=None,
+                cooperating_unit_ids=(),
+                deadline=_dt(d["deadline"]),
+                tier_entered_at=at,
+                holder_since=at,
+                accepted_at=None,
+                escalations=s.escalations + 1,
+                extension_request=None,
+                return_request=None,
+                review_on=None,
+                deferred_at=None,
+                deferred_remaining=None,
+                unrouted=False,
             )
         case "problem.assigned":
             return replace(
-                s, status=Status.assigned, lead_unit_id=d["lead_unit_id"],
-                cooperating_unit_ids=tuple(d["cooperating_unit_ids"]), deadline=_dt(d["deadline"]),
-                holder_since=at, accepted_at=None, extension_request=None, return_request=None,
-                rule_version=d.get("rule_version"), unrouted=False,
+                s,
+                status=Status.assigned,
+                lead_unit_id=d["lead_unit_id"],
+                cooperating_unit_ids=tuple(d["cooperating_unit_ids"]),
+                deadline=_dt(d["deadline"]),
+                holder_since=at,
+                accepted_at=None,
+                extension_request=None,
+                return_request=None,
+                rule_version=d.get("rule_version"),
+                unrouted=False,
             )
         case "problem.return_requested":
-            return replace(s, return_request={"reason": d["reason"], "unit_id": d["unit_id"],
-                                              "requested_at": at.isoformat()})
+            return replace(
+                s,
+                return_request={
+                    "reason": d["reason"],
+                    "unit_id": d["unit_id"],
+                    "requested_at": at.isoformat(),
+                },
+            )
         case "problem.returned":
             return replace(
-                s, status=Status.open, lead_unit_id=None, cooperating_unit_ids=(),
-                holder_since=at, accepted_at=None, return_request=None, extension_request=None,
+                s,
+                status=Status.open,
+                lead_unit_id=None,
+                cooperating_unit_ids=(),
+                holder_since=at,
+                accepted_at=None,
+                return_request=None,
+                extension_request=None,
                 returns=s.returns + 1,
             )
         case "problem.return_refused":
@@ -874,25 +1069,49 @@ def evolve(state: ProblemState, fact: Fact) -> ProblemState:
         case "problem.progress_reported":
             return s
         case "problem.extension_requested":
-            return replace(s, extension_request={"requested_deadline": d["requested_deadline"],
-                                                 "reason": d["reason"],
-                                                 "requested_at": at.isoformat()})
+            return replace(
+                s,
+                extension_request={
+                    "requested_deadline": d["requested_deadline"],
+                    "reason": d["reason"],
+                    "requested_at": at.isoformat(),
+                },
+            )
         case "problem.extension_decided":
             deadline = _dt(d.get("deadline")) if d["approved"] else s.deadline
             return replace(s, extension_request=None, deadline=deadline)
         case "problem.deferred":
-            return replace(s, status=Status.deferred, review_on=date.fromisoformat(d["review_on"]),
-                           deferred_at=at, deferred_remaining=d["remaining_working_days"],
-                           deadline=_dt(d["deadline"]), extension_request=None)
+            return replace(
+                s,
+                status=Status.deferred,
+                review_on=date.fromisoformat(d["review_on"]),
+                deferred_at=at,
+                deferred_remaining=d["remaining_working_days"],
+                deadline=_dt(d["deadline"]),
+                extension_request=None,
+            )
         case "problem.resumed":
-            return replace(s, status=Status.in_progress, review_on=None, deferred_at=None,
-                           deferred_remaining=None, deadline=_dt(d["deadline"]),
-                           paused_seconds=s.paused_seconds + int(d.get("paused_seconds", 0)))
+            return replace(
+                s,
+                status=Status.in_progress,
+                review_on=None,
+                deferred_at=None,
+                deferred_remaining=None,
+                deadline=_dt(d["deadline"]),
+                paused_seconds=s.paused_seconds + int(d.get("paused_seconds", 0)),
+            )
         case "problem.resolved":
             return replace(
-                s, status=Status.resolved, resolved_at=at, solved_tier=Tier(d["tier"]),
-                solved_by_unit_id=d.get("unit_id"), resolution=d["resolution"],
-                extension_request=None, return_request=None, review_on=None, deferred_at=None,
+                s,
+                status=Status.resolved,
+                resolved_at=at,
+                solved_tier=Tier(d["tier"]),
+                solved_by_unit_id=d.get("unit_id"),
+                resolution=d["resolution"],
+                extension_request=None,
+                return_request=None,
+                review_on=None,
+                deferred_at=None,
                 deferred_remaining=None,
             )
         case "problem.feedback_received":
@@ -900,9 +1119,16 @@ def evolve(state: ProblemState, fact: Fact) -> ProblemState:
         case "problem.reopened":
             status = Status.in_progress if s.lead_unit_id else Status.open
             return replace(
-                s, status=status, resolved_at=None, closed_at=None, solved_tier=None,
-                solved_by_unit_id=None, resolution=None, deadline=_dt(d.get("deadline")),
-                reopens=s.reopens + 1, holder_since=at,
+                s,
+                status=status,
+                resolved_at=None,
+                closed_at=None,
+                solved_tier=None,
+                solved_by_unit_id=None,
+                resolution=None,
+                deadline=_dt(d.get("deadline")),
+                reopens=s.reopens + 1,
+                holder_since=at,
             )
         case "problem.supervised":
             return replace(s, supervisions=s.supervisions + 1)
@@ -911,8 +1137,16 @@ def evolve(state: ProblemState, fact: Fact) -> ProblemState:
         case "problem.overdue":
             return replace(s, overdue_noted_for=_dt(d.get("deadline")))
         case "problem.withdrawn":
-            return replace(s, status=Status.withdrawn, withdrawn_at=at, extension_request=None,
-                           return_request=None)
+            return replace(
+                s,
+                status=Status.withdrawn,
+                withdrawn_at=at,
+                extension_request=None,
+                return_request=None,
+                review_on=None,
+                deferred_at=None,
+                deferred_remaining=None,
+            )
         case "problem.closed":
             return replace(s, status=Status.closed, closed_at=at)
         case _:

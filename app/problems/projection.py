@@ -86,7 +86,12 @@ def view_writes(dialect: str, before: ProblemState | None, after: ProblemState) 
         )
     if added:
         stmts.append(
-            upsert(dialect, problem_units, [{"problem_id": after.id, "unit_id": u} for u in added],
-                   key=["problem_id", "unit_id"], update=[])
+            upsert(
+                dialect,
+                problem_units,
+                [{"problem_id": after.id, "unit_id": u} for u in added],
+                key=["problem_id", "unit_id"],
+                update=[],
+            )
         )
     return stmts

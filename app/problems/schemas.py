@@ -24,7 +24,10 @@ def _aware(value: datetime) -> datetime:
 AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
 DeadlineValue = Annotated[
     AwareDatetime | date,
-    Field(description="An ISO datetime with offset, or a date (due at the end of that day in the city's time zone)."),
+    Field(
+        description="An ISO datetime with offset, or a date "
+        "(due at the end of that day in the city's time zone)."
+    ),
 ]
 OccurredAt = Annotated[
     AwareDatetime | None,
@@ -50,19 +53,22 @@ class SubmitIn(CommandBody):
         },
     )
 
-    enterprise_id: Annotated[str, StringConstraints(min_length=18, max_length=18, pattern=r"^[0-9A-Za-z]{18}$")] = Field(
-        description="The enterprise's unified social credit code; it must be registered."
-    )
+    enterprise_id: Annotated[
+        str, StringConstraints(min_length=18, max_length=18, pattern=r"^[0-9A-Za-z]{18}$")
+    ] = Field(description="The enterprise's unified social credit code; it must be registered.")
     category: CategoryCode
     title: Name
     description: Text
     urgency: Urgency = Urgency.normal
     source: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")] | None = Field(
-        None, description="The portal or channel it came through (a portal key's own source by default)."
+        None,
+        description="The portal or channel it came through (a portal key's own source by default).",
     )
     reported_by: Name | None = Field(None, description="Who recorded it (the cadre's name or id).")
     reporter_unit_id: UnitId | None = Field(
-        None, description="The unit that found it (default: the caller's unit, else the enterprise's service group)."
+        None,
+        description="The unit that found it "
+        "(default: the caller's unit, else the enterprise's service group).",
     )
 
 
@@ -71,16 +77,23 @@ class AcceptIn(CommandBody):
 
 
 class EscalateIn(CommandBody):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {"reason": "涉及跨部门协调，服务组无法解决"}})
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"example": {"reason": "涉及跨部门协调，服务组无法解决"}}
+    )
     reason: Text
 
 
 class AssignIn(CommandBody):
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"example": {"lead_unit_id": "220102-utilities",
-                                       "cooperating_unit_ids": ["220102-approvals"],
-                                       "deadline": "2026-12-04", "note": "请于限期内办结"}},
+        json_schema_extra={
+            "example": {
+                "lead_unit_id": "220102-utilities",
+                "cooperating_unit_ids": ["220102-approvals"],
+                "deadline": "2026-12-04",
+                "note": "请于限期内办结",
+            }
+        },
     )
     lead_unit_id: UnitId | None = Field(None, description="Default: the routing rule's proposal.")
     cooperating_unit_ids: Annotated[list[UnitId], Field(max_length=20)] | None = None
@@ -120,11 +133,16 @@ class PlanStepIn(Strict):
 class DeferIn(CommandBody):
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"example": {
-            "explanation": "需待年度用地指标下达后办理",
-            "plan": [{"step": "申报用地指标", "due_on": "2026-12-15"},
-                     {"step": "完成土地出让", "due_on": "2027-03-31"}],
-            "review_on": "2026-12-20"}},
+        json_schema_extra={
+            "example": {
+                "explanation": "需待年度用地指标下达后办理",
+                "plan": [
+                    {"step": "申报用地指标", "due_on": "2026-12-15"},
+                    {"step": "完成土地出让", "due_on": "2027-03-31"},
+                ],
+                "review_on": "2026-12-20",
+            }
+        },
     )
     explanation: Text
     plan: Annotated[list[PlanStepIn], Field(min_length=1, max_length=20)]
@@ -140,7 +158,9 @@ class ResolveIn(CommandBody):
 
 
 class FeedbackIn(CommandBody):
-    score: int = Field(ge=1, le=5, description="Satisfaction 1–5; 4 and 5 mean satisfied (closes the problem).")
+    score: int = Field(
+        ge=1, le=5, description="Satisfaction 1–5; 4 and 5 mean satisfied (closes the problem)."
+    )
     comment: ShortText | None = None
 
 

@@ -35,12 +35,24 @@ from app.routing.calendar import WorkCalendar
 from app.routing.policy import RoutingPolicy
 from app.routing.tree import Tier
 
-register("unknown_enterprise", 422, "Unknown enterprise",
-         "The enterprise is not registered (or not in the caller's district).")
-register("import_permission_required", 403, "Import permission required",
-         "Only keys with the import permission may give occurred_at.")
-register("occurred_at_in_future", 422, "occurred_at in the future",
-         "occurred_at may not lie more than 5 minutes ahead of the server clock.")
+register(
+    "unknown_enterprise",
+    422,
+    "Unknown enterprise",
+    "The enterprise is not registered (or not in the caller's district).",
+)
+register(
+    "import_permission_required",
+    403,
+    "Import permission required",
+    "Only keys with the import permission may give occurred_at.",
+)
+register(
+    "occurred_at_in_future",
+    422,
+    "occurred_at in the future",
+    "occurred_at may not lie more than 5 minutes ahead of the server clock.",
+)
 
 for _type, _description in domain.EVENT_DESCRIPTIONS.items():
     registry.register(_type, _description)
@@ -158,7 +170,12 @@ class ProblemService:
         return events
 
     async def list(
-        self, caller: Caller, flt: ProblemFilter, *, limit: int, cursor: str | None,
+        self,
+        caller: Caller,
+        flt: ProblemFilter,
+        *,
+        limit: int,
+        cursor: str | None,
         now: datetime | None = None,
     ) -> tuple[list[Any], str | None]:
         actor = await self.actor(caller)
@@ -169,8 +186,13 @@ class ProblemService:
                 after = (datetime.fromisoformat(str(key[0])), str(key[1]))
             except ValueError as exc:
                 raise AppError("invalid_cursor", "the cursor is not one this service issued") from exc
-        stmt = list_query(flt, scope_filter(caller, actor.subtree), now or self.clock.now(),
-                          after=after, limit=limit + 1)
+        stmt = list_query(
+            flt,
+            scope_filter(caller, actor.subtree),
+            now or self.clock.now(),
+            after=after,
+            limit=limit + 1,
+        )
         async with self.db.read() as conn:
             rows = list((await conn.execute(stmt)).all())
         more = len(rows) > limit
@@ -193,8 +215,10 @@ class ProblemService:
         """Record a new problem; returns (state, created). With an Idempotency-Key the same key
         and body return the first result instead of a second problem."""
         if caller.role not in SUBMITTERS:
-            raise AppError("forbidden", f"a {caller.role} key may not submit problems" if caller.role
-                           else "forbidden")
+            raise AppError(
+                "forbidden",
+                f"a {caller.role} key may not submit problems" if caller.role else "forbidden",
+            )
         digest = request_hash(body)
         if idempotency_key is not None:
             problem_id = str(uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{caller.key_id}\n{idempotency_key}"))
@@ -222,16 +246,19 @@ class ProblemService:
         if reporter is not None:
             unit = await self.directory.unit(reporter)
             if unit is None or unit.district_id != enterprise.district_id or unit.tier is not Tier.local:
-                raise AppError("unknown_unit",
-                               f"reporter unit {reporter} is not a local unit of district {enterprise.district_id}")
+                raise AppError(
+                    "unknown_unit",
+                    f"reporter unit {reporter} is not a local unit of district {enterprise.district_id}",
+                )
 
         when = self._when(caller, body.occurred_at, None)
         actor = await self.actor(caller)
         policy = await self.policy(enterprise.district_id)
         command = domain.Submit(
             problem_id=problem_id,
-            enterprise=domain.EnterpriseInfo(enterprise.id, enterprise.name, enterprise.district_id,
-                                              enterprise.service_unit_id),
+            enterprise=domain.EnterpriseInfo(
+                enterprise.id, enterprise.name, enterprise.district_id, enterprise.service_unit_id
+            ),
             category=body.category,
             title=body.title,
             description=body.description,
@@ -250,8 +277,9 @@ class ProblemService:
             extra["imported"] = True
         events = self._events(facts, caller, meta, **extra)
         try:
-            await self.store.append(stream_id(problem_id), 0, events,
-                                    also=view_writes(self.db.backend, None, state))
+            await self.store.append(
+                stream_id(problem_id), 0, events, also=view_writes(self.db.backend, None, state)
+            )
         except ConcurrencyConflict:
             # The same Idempotency-Key, a moment earlier, in a concurrent request.
             replay = await self._replay(problem_id, digest)
@@ -265,8 +293,10 @@ class ProblemService:
         if state is None:
             return None
         if events[0].metadata.get("request_hash") != digest:
-            raise AppError("idempotency_key_reused",
-                           "this Idempotency-Key was used with a different request body")
+            raise AppError(
+                "idempotency_key_reused",
+                "this Idempotency-Key was used with a different request body",
+            )
         return state
 
     # -- commands --------------------------------------------------------------------------
@@ -290,9 +320,11 @@ class ProblemService:
             if state is None or not domain.can_see(state, actor):
                 raise AppError("not_found", f"problem {problem_id} does not exist")
             if if_match is not None and if_match != state.version:
-                raise AppError("precondition_failed",
-                               f"the problem is at version {state.version}, not {if_match}",
-                               current_version=state.version)
+                raise AppError(
+                    "precondition_failed",
+                    f"the problem is at version {state.version}, not {if_match}",
+                    current_version=state.version,
+                )
             when = self._when(caller, occurred_at, state)
             command = build(state)
             wanted = list(units)
@@ -308,12 +340,18 @@ class ProblemService:
             extra = {"imported": True} if occurred_at is not None else {}
             events = self._events(facts, caller, meta, **extra)
             try:
-                await self.store.append(stream_id(problem_id), state.version, events,
-                                        also=view_writes(self.db.backend, state, new_state))
+                await self.store.append(
+                    stream_id(problem_id),
+                    state.version,
+                    events,
+                    also=view_writes(self.db.backend, state, new_state),
+                )
             except ConcurrencyConflict:
                 if if_match is not None:
-                    raise AppError("precondition_failed",
-                                   "the problem changed while the command was being applied") from None
+                    raise AppError(
+                        "precondition_failed",
+                        "the problem changed while the command was being applied",
+                    ) from None
                 await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
                 continue
             return new_state

@@ -154,19 +154,26 @@ class ProblemOut(BaseModel):
     reported_by: str | None
     reporter_unit_id: str = Field(description="The unit that found the problem (谁发现谁跟踪).")
     tier: str = Field(description="`local`, `district` or `city`.")
-    status: str = Field(description="`open`, `assigned`, `in_progress`, `deferred`, `resolved`, `closed`, `withdrawn`.")
+    status: str = Field(
+        description="`open`, `assigned`, `in_progress`, `deferred`, `resolved`, `closed`, `withdrawn`."
+    )
     lead_unit_id: str | None = Field(description="The lead unit (牵头); null while `open` at a room.")
     cooperating_unit_ids: list[str] = Field(description="Cooperating units (配合).")
-    holder_unit_id: str | None = Field(description="Who holds it now: the room while `open`, else the lead unit.")
+    holder_unit_id: str | None = Field(
+        description="Who holds it now: the room while `open`, else the lead unit."
+    )
     room_unit_id: str | None = Field(description="The room of the current tier (null at `local`).")
     district_id: str
     deadline: datetime | None = Field(description="End of the last working day allowed, with offset.")
     overdue: bool
     age_days: int = Field(description="Calendar days since submission (frozen when solved or withdrawn).")
-    age_working_days: int = Field(description="Working days since submission (the submission day does not count).")
+    age_working_days: int = Field(
+        description="Working days since submission (the submission day does not count)."
+    )
     tier_age_days: int = Field(description="Calendar days at the current tier.")
     time_to_deadline: timedelta | None = Field(
-        description="Time left until the deadline (ISO 8601 duration; negative when overdue); null when solved."
+        description="Time left until the deadline (ISO 8601 duration; negative when overdue); "
+        "null when solved."
     )
     time_to_resolve: timedelta | None = Field(description="Submission to resolution, for solved problems.")
     review_on: date | None = Field(description="Deferred problems: the review date.")
@@ -256,8 +263,8 @@ def to_api(row: Any, now: datetime, calendar: WorkCalendar, *, tz: Any, redact: 
         time_to_deadline=age.time_to_deadline,
         time_to_resolve=age.time_to_resolve,
         review_on=row.review_on,
-        submitted_at=local(row.submitted_at),  # type: ignore[arg-type]
-        tier_entered_at=local(row.tier_entered_at),  # type: ignore[arg-type]
+        submitted_at=local(row.submitted_at),
+        tier_entered_at=local(row.tier_entered_at),
         accepted_at=local(row.accepted_at),
         resolved_at=local(row.resolved_at),
         closed_at=local(row.closed_at),
@@ -333,7 +340,5 @@ def list_query(
         conditions.append(pv.submitted_at < flt.submitted_to)
     if after is not None:
         at, last_id = after
-        conditions.append(
-            sa.or_(pv.submitted_at < at, sa.and_(pv.submitted_at == at, pv.id < last_id))
-        )
+        conditions.append(sa.or_(pv.submitted_at < at, sa.and_(pv.submitted_at == at, pv.id < last_id)))
     return stmt.where(*conditions)

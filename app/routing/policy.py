@@ -20,9 +20,7 @@ class RouteProposal:
 
 
 class RoutingPolicy:
-    def __init__(
-        self, calendar: WorkCalendar, rules: RuleSet, units: Mapping[str, UnitRef]
-    ) -> None:
+    def __init__(self, calendar: WorkCalendar, rules: RuleSet, units: Mapping[str, UnitRef]) -> None:
         self.calendar = calendar
         self.rules = rules
         self.units = units
@@ -37,9 +35,7 @@ class RoutingPolicy:
         return self.calendar.working_days_left(now, deadline)
 
     def review_deadline(self, review_on: date, remaining_working_days: int) -> datetime:
-        return self.calendar.end_of_day(
-            self.calendar.add_working_days(review_on, remaining_working_days)
-        )
+        return self.calendar.end_of_day(self.calendar.add_working_days(review_on, remaining_working_days))
 
     def business_date(self, instant: datetime) -> date:
         return self.calendar.business_date(instant)

@@ -61,8 +61,12 @@ class RuleSet:
         return {
             "version": self.version,
             "routes": [
-                {"district_id": r.district_id, "category": r.category,
-                 "lead_unit_id": r.lead_unit_id, "cooperating_unit_ids": list(r.cooperating_unit_ids)}
+                {
+                    "district_id": r.district_id,
+                    "category": r.category,
+                    "lead_unit_id": r.lead_unit_id,
+                    "cooperating_unit_ids": list(r.cooperating_unit_ids),
+                }
                 for r in self.routes
             ],
             "city_categories": sorted(self.city_categories),
@@ -82,16 +86,24 @@ class RuleSet:
         return cls(
             version=int(data.get("version", 0)),
             routes=tuple(
-                Route(r["district_id"], r["category"], r["lead_unit_id"],
-                      tuple(r.get("cooperating_unit_ids", ())))
+                Route(
+                    r["district_id"],
+                    r["category"],
+                    r["lead_unit_id"],
+                    tuple(r.get("cooperating_unit_ids", ())),
+                )
                 for r in data.get("routes", ())
             ),
             city_categories=frozenset(data.get("city_categories", ())),
-            deadlines={Tier(k): int(v) for k, v in
-                       data.get("deadlines", {t.value: d for t, d in DEFAULT_DEADLINES.items()}).items()},
+            deadlines={
+                Tier(k): int(v)
+                for k, v in data.get("deadlines", {t.value: d for t, d in DEFAULT_DEADLINES.items()}).items()
+            },
             urgent_factor=float(data.get("urgent_factor", defaults.urgent_factor)),
-            auto_escalate={Tier(k): bool(v) for k, v in
-                           data.get("auto_escalate", {"local": False, "district": False}).items()},
+            auto_escalate={
+                Tier(k): bool(v)
+                for k, v in data.get("auto_escalate", {"local": False, "district": False}).items()
+            },
             feedback_window_days=int(data.get("feedback_window_days", defaults.feedback_window_days)),
             return_window_days=int(data.get("return_window_days", defaults.return_window_days)),
             max_returns=int(data.get("max_returns", defaults.max_returns)),

@@ -7,9 +7,9 @@ from enum import StrEnum
 
 
 class Tier(StrEnum):
-    local = "local"        # service groups and teams (服务组、服务队)
+    local = "local"  # service groups and teams (服务组、服务队)
     district = "district"  # the district dispatch room and its function groups (区调度室)
-    city = "city"          # the city command room and city departments (市总调度室)
+    city = "city"  # the city command room and city departments (市总调度室)
 
 
 TIER_ORDER = (Tier.local, Tier.district, Tier.city)
