@@ -65,18 +65,29 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """A PostgreSQL-only test has no SQLite variant (rather than a skipped one)."""
-    keep = []
+    """A PostgreSQL-only test has no SQLite variant; without a reachable PostgreSQL (outside CI)
+    the PostgreSQL variants are deselected, and the header and summary say so once."""
+    keep, dropped = [], []
     for item in items:
         callspec = getattr(item, "callspec", None)
-        if (
-            item.get_closest_marker("postgres_only")
-            and callspec
-            and callspec.params.get("db_url") == "sqlite"
-        ):
+        backend = callspec.params.get("db_url") if callspec else None
+        if item.get_closest_marker("postgres_only") and backend == "sqlite":
+            continue
+        if backend == "postgresql" and not pg_available():
+            dropped.append(item)
             continue
         keep.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
     items[:] = keep
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _pg_state["reason"]:
+        terminalreporter.write_line(
+            f"PostgreSQL NOT reachable at {_admin_pg_url()}: the PostgreSQL half of the suite did not run",
+            yellow=True,
+        )
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -136,6 +147,13 @@ async def reset_postgres(url: str) -> None:
     tables = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
     conn = await asyncpg.connect(_asyncpg_dsn(url))
     try:
+        # A connection leaked by an earlier test (say, a task cancelled mid-read) must not hold a
+        # lock over the next one: end every other session of this test database first.
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        await conn.execute("SET lock_timeout = '20s'")
         await conn.execute(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
         await conn.execute(
             "INSERT INTO event_sequencer (id, last_tx, last_row, last_position) VALUES (1, '0', 0, 0)"

@@ -132,8 +132,10 @@ class Database:
                 self.url,
                 pool_size=pool_size,
                 max_overflow=max_overflow,
-                pool_pre_ping=True,
                 connect_args={"server_settings": server_settings, "timeout": 10},
+                # Autocommit statements leave no transaction behind: no ROLLBACK round trip
+                # when such a connection goes back to the pool.
+                skip_autocommit_rollback=True,
                 **common,
             )
 

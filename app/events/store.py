@@ -108,6 +108,29 @@ _SELECT_COLUMNS = (
     events.c.recorded_at,
 )
 
+# The PostgreSQL append: one statement shape for any number of events (SQLAlchemy caches its
+# compiled form; a multi-row VALUES would be compiled anew each time). Rows are inserted in
+# ordinality order, so insertion ids follow stream versions. With an expected version above 0
+# the first version is NULL unless the stream is exactly there: the NOT NULL violation aborts the
+# statement, so a stale or invented expected version can neither overwrite nor leave a gap.
+_APPEND_SQL = """
+INSERT INTO events (event_id, stream_id, stream_version, type, schema_version, data, metadata,
+                    occurred_at, recorded_at, tx_id)
+SELECT e.event_id, CAST(:stream_id AS varchar), {first} + e.ord - 1, e.type, e.schema_version, e.data::jsonb,
+       e.meta::jsonb, e.occurred_at, :recorded_at, pg_current_xact_id()
+FROM unnest(CAST(:event_ids AS uuid[]), CAST(:types AS text[]), CAST(:schema_versions AS int[]),
+            CAST(:datas AS text[]), CAST(:metas AS text[]), CAST(:occurred AS timestamptz[]))
+     WITH ORDINALITY AS e(event_id, type, schema_version, data, meta, occurred_at, ord)
+ORDER BY e.ord
+"""
+_APPEND_NEW = sa.text(_APPEND_SQL.format(first="1")).columns()
+_APPEND_GUARDED = sa.text(
+    _APPEND_SQL.format(
+        first="(SELECT CAST(:expected AS integer) + 1 FROM events "
+        "WHERE stream_id = CAST(:stream_id AS varchar) AND stream_version = CAST(:expected AS integer))"
+    )
+).columns()
+
 _SEQUENCE_SQL = sa.text(
     """
 WITH st AS (
@@ -194,17 +217,18 @@ class EventStore:
         rows: list[dict[str, Any]],
         also: list[sa.Executable],
     ) -> list[RecordedEvent]:
-        values = [dict(row, tx_id=sa.func.pg_current_xact_id()) for row in rows]
-        if expected > 0:
-            # The first row's version is NULL unless the stream is at `expected`: a NOT NULL
-            # violation then aborts the statement, so a stale or invented expected version can
-            # neither overwrite (unique index) nor leave a gap.
-            values[0]["stream_version"] = (
-                sa.select(sa.literal(expected + 1, sa.Integer))
-                .where(events.c.stream_id == stream_id, events.c.stream_version == expected)
-                .scalar_subquery()
-            )
-        insert = sa.insert(events).values(values)
+        params = {
+            "stream_id": stream_id,
+            "expected": expected,
+            "recorded_at": rows[0]["recorded_at"],
+            "event_ids": [row["event_id"] for row in rows],
+            "types": [row["type"] for row in rows],
+            "schema_versions": [row["schema_version"] for row in rows],
+            "datas": [orjson.dumps(row["data"]).decode() for row in rows],
+            "metas": [orjson.dumps(row["meta"]).decode() for row in rows],
+            "occurred": [row["occurred_at"] for row in rows],
+        }
+        insert = _APPEND_GUARDED if expected > 0 else _APPEND_NEW
         stmt: sa.Executable
         if also:
             ctes = [insert.cte("appended")]
@@ -214,7 +238,7 @@ class EventStore:
             stmt = insert
         try:
             async with self.db.autocommit() as conn:
-                await conn.execute(stmt)
+                await conn.execute(stmt, params)
         except sa.exc.IntegrityError as exc:
             # Which unique index a racing writer trips first (the events' or an inline
             # projection's) is up to PostgreSQL; what tells a race from a genuine violation is

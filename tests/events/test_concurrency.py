@@ -60,9 +60,12 @@ async def test_concurrent_writers_and_a_tailing_reader_see_every_event_once_in_o
                 await asyncio.sleep(0.002)
 
     tail = asyncio.create_task(reader())
-    await asyncio.gather(*(writer(w) for w in range(WRITERS)))
-    done.set()
-    await asyncio.wait_for(tail, 60)
+    try:
+        await asyncio.gather(*(writer(w) for w in range(WRITERS)))
+        done.set()
+        await asyncio.wait_for(tail, 60)
+    finally:
+        tail.cancel()
 
     markers = [m for _, m in seen]
     assert len(committed) == WRITERS * APPENDS_PER_WRITER

@@ -1,0 +1,12 @@
+"""Run every benchmark in turn: `python -m bench` (or `make bench`)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+
+BENCHMARKS = ["bench.store_append"]
+
+for name in BENCHMARKS:
+    print(f"\n## {name}")
+    asyncio.run(importlib.import_module(name).main())

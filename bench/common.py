@@ -1,0 +1,82 @@
+"""Shared helpers: a throwaway PostgreSQL database per run, timed concurrent loops, the machine line."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import secrets
+import statistics
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import asyncpg
+
+ADMIN_DSN = os.environ.get("BENCH_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def machine() -> str:
+    cpus = os.cpu_count()
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{platform.machine()}, {cpus} CPUs, {mem:.0f} GiB, Python {platform.python_version()}"
+
+
+@asynccontextmanager
+async def scratch_database(prefix: str = "dr_bench") -> AsyncIterator[tuple[str, str]]:
+    """(SQLAlchemy URL, asyncpg DSN) of a fresh database, dropped afterwards."""
+    name = f"{prefix}_{os.getpid()}_{secrets.token_hex(3)}"
+    admin = await asyncpg.connect(ADMIN_DSN)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    version = await admin.fetchval("SHOW server_version")
+    await admin.close()
+    dsn = ADMIN_DSN.rsplit("/", 1)[0] + "/" + name
+    print(f"# PostgreSQL {version}; {machine()}")
+    try:
+        yield dsn.replace("postgresql://", "postgresql+asyncpg://", 1), dsn
+    finally:
+        admin = await asyncpg.connect(ADMIN_DSN)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@dataclass
+class Rate:
+    name: str
+    count: int
+    seconds: float
+    latencies: list[float]
+
+    @property
+    def per_second(self) -> float:
+        return self.count / self.seconds
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else 0.0
+
+    def line(self) -> str:
+        p50 = statistics.median(self.latencies) * 1000 if self.latencies else 0.0
+        return (
+            f"{self.name:48s} {self.per_second:9.0f}/s   p50 {p50:6.2f} ms   "
+            f"p99 {self.percentile(0.99):6.2f} ms"
+        )
+
+
+async def measure(name: str, clients: int, seconds: float, op: Callable[[int, int], Awaitable[None]]) -> Rate:
+    """Run `op(client, i)` from `clients` concurrent loops for `seconds`."""
+    stop = time.perf_counter() + seconds
+    latencies: list[float] = []
+
+    async def loop(client: int) -> None:
+        i = 0
+        while time.perf_counter() < stop:
+            t = time.perf_counter()
+            await op(client, i)
+            latencies.append(time.perf_counter() - t)
+            i += 1
+
+    start = time.perf_counter()
+    await asyncio.gather(*(loop(c) for c in range(clients)))
+    return Rate(name, len(latencies), time.perf_counter() - start, latencies)
