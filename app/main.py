@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
 import app as app_package
@@ -17,7 +18,7 @@ from app.access.api import router as keys_router
 from app.access.service import Keys
 from app.core.clock import Clock, SystemClock
 from app.core.db import Database
-from app.core.errors import CATALOGUE, AppError, ErrorCode
+from app.core.errors import CATALOGUE, PROBLEM_JSON, AppError, ErrorCode, ProblemDetail
 from app.core.http import RequestContextMiddleware, install_error_handlers
 from app.core.settings import Settings
 from app.directory.api import router as directory_router
@@ -139,6 +140,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    _problem_json_openapi(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_bytes)
     app.include_router(problems_router)
     app.include_router(directory_router)
@@ -211,6 +213,44 @@ def _operations(app: FastAPI) -> None:
         if entry is None:
             raise AppError("not_found", f"no error code {code!r}")
         return _error_entry(entry)
+
+
+def _problem_json_openapi(app: FastAPI) -> None:
+    """Every error response is `application/problem+json` with the `ProblemDetail` schema: the
+    document says so (FastAPI's default 422 schema is replaced, since our handler renders it)."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+            tags=app.openapi_tags,
+        )
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components["ProblemDetail"] = ProblemDetail.model_json_schema(
+            ref_template="#/components/schemas/{model}"
+        )
+        for model in ("HTTPValidationError", "ValidationError"):
+            components.pop(model, None)
+        components.update(
+            ProblemDetail.model_json_schema(ref_template="#/components/schemas/{model}").pop("$defs", {})
+        )
+        components["ProblemDetail"].pop("$defs", None)
+        ref = {"$ref": "#/components/schemas/ProblemDetail"}
+        for methods in schema.get("paths", {}).values():
+            for operation in methods.values():
+                for code, response in operation.get("responses", {}).items():
+                    if code[0] in "45":
+                        response["content"] = {PROBLEM_JSON: {"schema": ref}}
+                        if code == "422":
+                            response["description"] = "Invalid input (each field in `errors`)"
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _error_entry(entry: ErrorCode) -> dict[str, Any]:
