@@ -4,11 +4,11 @@ the CLI) or, from the `alembic` command line, against DATABASE_URL."""
 import asyncio
 import os
 
+from alembic import context
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import app.tables  # noqa: F401  (registers every table on the metadata)
-from alembic import context
 from app.core.db import metadata
 from app.migrate import compare_type
 

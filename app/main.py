@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
@@ -20,6 +20,7 @@ from app.core.clock import Clock, SystemClock
 from app.core.db import Database
 from app.core.errors import CATALOGUE, PROBLEM_JSON, AppError, ErrorCode, ProblemDetail
 from app.core.http import RequestContextMiddleware, install_error_handlers
+from app.core.metrics import CALENDAR_FALLBACK, render
 from app.core.settings import Settings
 from app.directory.api import router as directory_router
 from app.directory.rules import RulesRepository
@@ -79,6 +80,13 @@ class Services:
         self.rules = RulesRepository()
         self.directory = Directory(self.db, self.store, clock)
         self.keys = Keys(self.db, self.store, self.directory, clock)
+        # Background work of this process: coroutines `(stop) -> None`, started by the lifespan
+        # when BACKGROUND is on (and by `dispatchroom worker`). Packages append theirs here.
+        self.workers: list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = []
+        if self.db.is_postgres:
+            self.workers.append(
+                lambda stop: run_sequencer(self.store, stop, settings.sequencer_poll_ms / 1000)
+            )
         self.problems = ProblemService(self.db, self.store, self.directory, self.rules, self.calendar, clock)
 
     def attach(self, app: FastAPI) -> None:
@@ -115,13 +123,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         tasks: list[asyncio.Task[Any]] = []
         try:
             await services.bootstrap()
-            if settings.background and services.db.is_postgres:
-                tasks.append(
-                    asyncio.create_task(
-                        run_sequencer(services.store, stop, settings.sequencer_poll_ms / 1000),
-                        name="sequencer",
-                    )
-                )
+            if settings.background:
+                tasks += [asyncio.create_task(worker(stop)) for worker in services.workers]
             yield
         finally:
             stop.set()
@@ -191,6 +194,21 @@ def _operations(app: FastAPI) -> None:
         body = {"status": "ready" if ready else "not ready", "checks": checks, "warnings": warnings}
         headers = {} if ready else {"Retry-After": "5"}
         return JSONResponse(body, status_code=200 if ready else 503, headers=headers)
+
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        operation_id="metrics",
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}}},
+    )
+    async def metrics(request: Request) -> Response:
+        """Request rates and latencies, appends, conflicts, follower lag, calendar fallback."""
+        calendar: WorkCalendar = request.app.state.calendar
+        CALENDAR_FALLBACK.set(len(calendar.upcoming_fallback(request.app.state.clock.now())))
+        body, content_type = render()
+        return Response(body, media_type=content_type)
 
     @app.get(
         "/errors",

@@ -6,11 +6,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection
 
 import app as app_package
-from alembic import command
 from app.core.db import XID8, Database
 
 

@@ -4,6 +4,6 @@
 from app.core import security
 from app.directory import tables as directory_tables
 from app.events import tables as event_tables
-from app.projections import problem_view
+from app.projections import problem_view, runner
 
-__all__ = ["directory_tables", "event_tables", "problem_view", "security"]
+__all__ = ["directory_tables", "event_tables", "problem_view", "runner", "security"]

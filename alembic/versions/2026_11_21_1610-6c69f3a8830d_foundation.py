@@ -8,9 +8,9 @@ Create Date: 2026-11-21 16:10:10.250376
 from collections.abc import Sequence
 
 import sqlalchemy as sa
+from alembic import op
 from sqlalchemy.dialects import postgresql
 
-from alembic import op
 from app.core.db import XID8, UTCDateTime
 
 revision: str = "6c69f3a8830d"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -15,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.core.errors import CATALOGUE, PROBLEM_JSON, AppError, problem_document
+from app.core.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
 log = logging.getLogger("dispatchroom")
 
@@ -155,17 +157,28 @@ class RequestContextMiddleware:
                     raise _BodyTooLarge
             return message
 
+        status = 500
+
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
             await send(message)
 
+        started = time.perf_counter()
         try:
             await self.app(scope, limited_receive, send_with_id)
         except _BodyTooLarge:
             if too_large:
+                status = 413
                 await self._too_large(scope, send, request_id)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            method = scope.get("method", "")
+            HTTP_REQUESTS.labels(method, route, str(status)).inc()
+            HTTP_LATENCY.labels(method, route).observe(time.perf_counter() - started)
 
     async def _too_large(self, scope: Scope, send: Send, request_id: str) -> None:
         response = problem_response(

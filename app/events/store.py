@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.core.clock import Clock
 from app.core.db import Database
 from app.core.errors import AppError, register
+from app.core.metrics import CONCURRENCY_CONFLICTS, EVENTS_APPENDED, SEQUENCER_ASSIGNED
 from app.events.registry import EventRegistry
 from app.events.registry import registry as default_registry
 from app.events.tables import event_positions, event_sequencer, events
@@ -203,11 +204,17 @@ class EventStore:
             }
             for i, ev in enumerate(new_events, start=1)
         ]
-        if self.db.is_postgres:
-            result = await self._append_postgres(stream_id, expected_version, rows, list(also))
-        else:
-            result = await self._append_sqlite(stream_id, expected_version, rows, list(also))
+        try:
+            if self.db.is_postgres:
+                result = await self._append_postgres(stream_id, expected_version, rows, list(also))
+            else:
+                result = await self._append_sqlite(stream_id, expected_version, rows, list(also))
+        except ConcurrencyConflict:
+            CONCURRENCY_CONFLICTS.inc()
+            raise
         self._appended.set()
+        for row in rows:
+            EVENTS_APPENDED.labels(row["type"]).inc()
         return result
 
     async def _append_postgres(
@@ -332,6 +339,7 @@ class EventStore:
             row = (await conn.execute(_SEQUENCE_SQL, {"batch": batch})).one()
         assigned = int(row.assigned)
         if assigned:
+            SEQUENCER_ASSIGNED.inc(assigned)
             self._positions_changed.set()
         return assigned
 
@@ -376,9 +384,11 @@ class EventStore:
         limit: int = 1000,
         *,
         types: Sequence[str] | None = None,
+        until: int | None = None,
         conn: AsyncConnection | None = None,
     ) -> list[RecordedEvent]:
-        """Events with a position above `after`, in position order (the global feed)."""
+        """Events with a position above `after` (and at most `until`), in position order: the
+        global feed."""
         stmt = (
             sa.select(*_SELECT_COLUMNS, event_positions.c.position)
             .select_from(event_positions.join(events, events.c.id == event_positions.c.event_row))
@@ -388,6 +398,8 @@ class EventStore:
         )
         if types:
             stmt = stmt.where(event_positions.c.type.in_(list(types)))
+        if until is not None:
+            stmt = stmt.where(event_positions.c.position <= until)
         if conn is not None:
             result = (await conn.execute(stmt)).all()
         else:
