@@ -84,14 +84,16 @@ def view_writes(dialect: str, before: ProblemState | None, after: ProblemState) 
                 problem_units.c.problem_id == after.id, problem_units.c.unit_id.in_(removed)
             )
         )
-    if added:
-        stmts.append(
-            upsert(
-                dialect,
-                problem_units,
-                [{"problem_id": after.id, "unit_id": u} for u in added],
-                key=["problem_id", "unit_id"],
-                update=[],
-            )
+    # One single-row statement per unit: SQLAlchemy caches their compiled form (a multi-row
+    # VALUES would be compiled anew for every command).
+    stmts += [
+        upsert(
+            dialect,
+            problem_units,
+            {"problem_id": after.id, "unit_id": u},
+            key=["problem_id", "unit_id"],
+            update=[],
         )
+        for u in added
+    ]
     return stmts
