@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, model_validator
 
 from app.core.types import CategoryCode, Name, ShortText, Strict, Text, UnitId
 from app.problems.domain import Urgency
@@ -37,6 +37,42 @@ OccurredAt = Annotated[
 
 class CommandBody(Strict):
     occurred_at: OccurredAt = None
+
+
+class LocationIn(Strict):
+    """Where the problem is (Open311's location fields); all optional, `lat` and `long` together."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "example": {"address": "长春市南关区人民大街 1000 号", "lat": 43.8868, "long": 125.3245}
+        },
+    )
+
+    address: ShortText | None = None
+    address_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:/-]{1,100}$")] | None = Field(
+        None, description="An id of the address in a portal's address register."
+    )
+    zipcode: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9 -]{1,20}$")] | None = None
+    lat: float | None = Field(None, ge=-90, le=90, description="WGS84 latitude.")
+    long: float | None = Field(None, ge=-180, le=180, description="WGS84 longitude.")
+
+    @model_validator(mode="after")
+    def _both_coordinates(self) -> LocationIn:
+        if (self.lat is None) != (self.long is None):
+            raise ValueError("lat and long go together")
+        return self
+
+
+class ContactIn(Strict):
+    """Who to contact about the problem (the enterprise's contact person); kept in the log."""
+
+    name: Name | None = None
+    phone: Annotated[str, StringConstraints(pattern=r"^[0-9+\-() ]{3,30}$")] | None = None
+    email: Annotated[str, StringConstraints(pattern=r"^[^@\s]{1,64}@[^@\s]{1,190}$")] | None = None
+
+
+MediaUrl = Annotated[str, StringConstraints(max_length=1000, pattern=r"^https?://\S+$")]
 
 
 class SubmitIn(CommandBody):
@@ -70,6 +106,9 @@ class SubmitIn(CommandBody):
         description="The unit that found it "
         "(default: the caller's unit, else the enterprise's service group).",
     )
+    location: LocationIn | None = Field(None, description="Where the problem is (optional).")
+    media_url: MediaUrl | None = Field(None, description="A photo or document of the problem.")
+    contact: ContactIn | None = Field(None, description="Who to contact (optional).")
 
 
 class AcceptIn(CommandBody):
