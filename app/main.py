@@ -27,6 +27,8 @@ from app.directory.rules import RulesRepository
 from app.directory.service import Directory
 from app.events import EventStore
 from app.events.sequencer import run_sequencer
+from app.open311.api import router as open311_router
+from app.open311.render import install_error_handlers as install_open311_errors
 from app.problems.api import router as problems_router
 from app.problems.service import ProblemService
 from app.routing.calendar import WorkCalendar, official_years
@@ -59,6 +61,11 @@ TAGS = [
     {"name": "categories", "description": "Problem categories (also the Open311 services)."},
     {"name": "api keys", "description": "Keys, roles and scope."},
     {"name": "operations", "description": "Health, readiness and the error catalogue."},
+    {
+        "name": "open311",
+        "description": "Open311 GeoReport v2 (`/open311/v2/`, JSON and XML): categories as services, "
+        "problems as service requests. Errors are Open311's arrays of `{code, description}`.",
+    },
 ]
 
 
@@ -143,11 +150,13 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_open311_errors(app)
     _problem_json_openapi(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_bytes)
     app.include_router(problems_router)
     app.include_router(directory_router)
     app.include_router(keys_router)
+    app.include_router(open311_router)
     _operations(app)
     return app
 
@@ -257,8 +266,19 @@ def _problem_json_openapi(app: FastAPI) -> None:
             ProblemDetail.model_json_schema(ref_template="#/components/schemas/{model}").pop("$defs", {})
         )
         components["ProblemDetail"].pop("$defs", None)
+        components["Open311Errors"] = {
+            "type": "array",
+            "description": "Open311 errors (XML: `<errors><error><code/><description/></error></errors>`).",
+            "items": {
+                "type": "object",
+                "required": ["code", "description"],
+                "properties": {"code": {"type": "integer"}, "description": {"type": "string"}},
+            },
+        }
         ref = {"$ref": "#/components/schemas/ProblemDetail"}
-        for methods in schema.get("paths", {}).values():
+        for path, methods in schema.get("paths", {}).items():
+            if path.startswith("/open311/"):
+                continue  # Open311's own error format, declared by its routes
             for operation in methods.values():
                 for code, response in operation.get("responses", {}).items():
                     if code[0] in "45":
