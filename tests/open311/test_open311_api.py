@@ -10,6 +10,7 @@ from xml.etree import ElementTree as ET
 import httpx
 import pytest
 
+from app.core.clock import ManualClock
 from app.core.settings import Settings
 from app.main import Services
 from tests.conftest import ADMIN_KEY, T0
@@ -116,9 +117,10 @@ async def test_post_then_read_redacted_without_key_and_full_with_one(
 
 
 async def test_lifecycle_shows_in_status_notes_updates_and_filters(
-    client: httpx.AsyncClient, city: City
+    client: httpx.AsyncClient, city: City, clock: ManualClock
 ) -> None:
     pid = (await submit(client, city.enterprise(), category="land"))["id"]
+    clock.advance(timedelta(minutes=1))
     other = (await submit(client, city.enterprise(index=1)))["id"]
     await command(client, pid, "escalate", {"reason": "需要区级协调"})
     await command(client, pid, "assign", {"lead_unit_id": city.function_groups[D1][0]})
