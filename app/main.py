@@ -22,11 +22,13 @@ from app.core.errors import CATALOGUE, PROBLEM_JSON, AppError, ErrorCode, Proble
 from app.core.http import RequestContextMiddleware, install_error_handlers
 from app.core.metrics import CALENDAR_FALLBACK, render
 from app.core.settings import Settings
+from app.core.shutdown import on_server_exit
 from app.directory.api import router as directory_router
 from app.directory.rules import RulesRepository
 from app.directory.service import Directory
 from app.events import EventStore
 from app.events.sequencer import run_sequencer
+from app.feed.api import router as feed_router
 from app.open311.api import router as open311_router
 from app.open311.render import install_error_handlers as install_open311_errors
 from app.problems.api import router as problems_router
@@ -60,6 +62,11 @@ TAGS = [
     },
     {"name": "categories", "description": "Problem categories (also the Open311 services)."},
     {"name": "api keys", "description": "Keys, roles and scope."},
+    {
+        "name": "events",
+        "description": "The global event feed: pages (`GET /v1/events`) and a live Server-Sent Events "
+        "stream (`GET /v1/events/stream`), scoped to the key.",
+    },
     {"name": "operations", "description": "Health, readiness and the error catalogue."},
     {
         "name": "open311",
@@ -127,6 +134,11 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         services = Services(settings, clock)
         services.attach(app)
         stop = asyncio.Event()
+        # Set as soon as the server is told to stop, so that endless responses (event streams)
+        # end before the server waits for them.
+        app.state.stopping = stop
+        loop = asyncio.get_running_loop()
+        undo_signals = on_server_exit(lambda: loop.call_soon_threadsafe(stop.set))
         tasks: list[asyncio.Task[Any]] = []
         try:
             await services.bootstrap()
@@ -135,6 +147,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             yield
         finally:
             stop.set()
+            undo_signals()
             for task in tasks:
                 task.cancel()
             for task in tasks:
@@ -157,6 +170,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(directory_router)
     app.include_router(keys_router)
     app.include_router(open311_router)
+    app.include_router(feed_router)
     _operations(app)
     return app
 
