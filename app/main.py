@@ -29,6 +29,7 @@ from app.directory.service import Directory
 from app.events import EventStore
 from app.events.sequencer import run_sequencer
 from app.feed.api import router as feed_router
+from app.ledger.api import router as ledger_router
 from app.open311.api import router as open311_router
 from app.open311.render import install_error_handlers as install_open311_errors
 from app.problems.api import router as problems_router
@@ -66,6 +67,11 @@ TAGS = [
         "name": "events",
         "description": "The global event feed: pages (`GET /v1/events`) and a live Server-Sent Events "
         "stream (`GET /v1/events/stream`), scoped to the key.",
+    },
+    {
+        "name": "ledgers",
+        "description": "Ledgers (台账): import the spreadsheets dispatch rooms keep; export problems "
+        "as one (CSV or Excel, Chinese column titles).",
     },
     {"name": "operations", "description": "Health, readiness and the error catalogue."},
     {
@@ -165,7 +171,12 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     install_error_handlers(app)
     install_open311_errors(app)
     _problem_json_openapi(app)
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=settings.max_request_bytes,
+        limits={"/v1/imports": settings.max_import_bytes},
+    )
+    app.include_router(ledger_router)  # before /v1/problems/{problem_id}: /v1/problems/export
     app.include_router(problems_router)
     app.include_router(directory_router)
     app.include_router(keys_router)
