@@ -14,7 +14,7 @@ from datetime import date, datetime, time
 from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.background import BackgroundTask
@@ -216,7 +216,7 @@ async def export_problems(
     category: Annotated[list[str] | None, Query(description="Comma list or repeated.")] = None,
     submitted_from: Annotated[datetime | date | None, Query(description="Inclusive.")] = None,
     submitted_to: Annotated[datetime | date | None, Query(description="A date includes that day.")] = None,
-) -> StreamingResponse | FileResponse:
+) -> Response:
     """The problems in the caller's scope as a ledger, oldest first, with the columns
     `POST /v1/imports` reads (Chinese titles): importing the file into an empty database (with
     the same units and enterprises) reproduces the problems, with the same ids. Times are the

@@ -46,18 +46,20 @@ def _encoding(path: Path) -> str:
 def read_rows(path: Path, fmt: str) -> Iterator[tuple[int, list[Any]]]:
     """(row number, cells) for every row, the header first (row 1). Blank rows are skipped."""
     if fmt == "xlsx":
-        try:
-            workbook = load_workbook(path, read_only=True, data_only=True)
-        except Exception as exc:  # openpyxl raises many kinds for a file that is not a workbook
-            raise AppError("invalid_ledger", f"not an Excel workbook: {type(exc).__name__}") from None
-        try:
-            sheet = workbook.active
-            for number, values in enumerate(sheet.iter_rows(values_only=True), start=1):
-                cells = list(values)
-                if any(c is not None and str(c).strip() != "" for c in cells):
-                    yield number, cells
-        finally:
-            workbook.close()
+        # A file object, not a path: openpyxl would refuse a name without an Excel suffix.
+        with path.open("rb") as handle:
+            try:
+                workbook = load_workbook(handle, read_only=True, data_only=True)
+            except Exception as exc:  # openpyxl raises many kinds for a file that is not a workbook
+                raise AppError("invalid_ledger", f"not an Excel workbook: {type(exc).__name__}") from None
+            try:
+                sheet = workbook.active
+                for number, values in enumerate(sheet.iter_rows(values_only=True), start=1):
+                    cells = list(values)
+                    if any(c is not None and str(c).strip() != "" for c in cells):
+                        yield number, cells
+            finally:
+                workbook.close()
         return
     with path.open(encoding=_encoding(path), newline="") as f:
         for number, cells in enumerate(csv.reader(f), start=1):
@@ -69,9 +71,10 @@ def count_rows(path: Path, fmt: str) -> int | None:
     """About how many data rows the file has (for a progress bar), cheaply."""
     if fmt == "xlsx":
         try:
-            workbook = load_workbook(path, read_only=True)
-            rows = workbook.active.max_row
-            workbook.close()
+            with path.open("rb") as handle:
+                workbook = load_workbook(handle, read_only=True)
+                rows = workbook.active.max_row
+                workbook.close()
         except Exception:
             return None
         return max(0, rows - 1) if rows else None
