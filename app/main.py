@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 import app as app_package
 from app.access.api import router as keys_router
 from app.access.service import Keys
+from app.apidoc import fill_examples
 from app.core.clock import Clock, SystemClock
 from app.core.db import Database
 from app.core.errors import CATALOGUE, PROBLEM_JSON, AppError, ErrorCode, ProblemDetail
@@ -186,8 +187,22 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     return app
 
 
+ERROR_EXAMPLE = {
+    "code": "invalid_transition",
+    "status": 409,
+    "title": "Transition not allowed",
+    "description": "The command is not allowed in the problem's current status or tier.",
+}
+
+
 def _operations(app: FastAPI) -> None:
-    @app.get("/healthz", tags=["operations"], operation_id="healthz", summary="Liveness")
+    @app.get(
+        "/healthz",
+        tags=["operations"],
+        operation_id="healthz",
+        summary="Liveness",
+        responses={200: {"content": {"application/json": {"example": {"status": "ok"}}}}},
+    )
     async def healthz() -> dict[str, str]:
         """The process is up (it does not look at the database)."""
         return {"status": "ok"}
@@ -197,7 +212,23 @@ def _operations(app: FastAPI) -> None:
         tags=["operations"],
         operation_id="readyz",
         summary="Readiness",
-        responses={503: {"description": "Not ready"}},
+        responses={
+            200: {
+                "content": {
+                    "application/json": {
+                        "example": {
+                            "status": "ready",
+                            "checks": {
+                                "database": "ok",
+                                "calendar": {"official_years": [2004, 2026], "fallback_years": []},
+                            },
+                            "warnings": [],
+                        }
+                    }
+                }
+            },
+            503: {"description": "Not ready"},
+        },
     )
     async def readyz(request: Request) -> JSONResponse:
         """Ready when the database answers. `warnings` lists what an operator should know (a
@@ -235,7 +266,16 @@ def _operations(app: FastAPI) -> None:
         operation_id="metrics",
         summary="Prometheus metrics",
         response_class=Response,
-        responses={200: {"content": {"text/plain": {}}}},
+        responses={
+            200: {
+                "content": {
+                    "text/plain": {
+                        "example": "# HELP dispatchroom_http_requests_total HTTP requests\n"
+                        'dispatchroom_http_requests_total{method="GET",route="/v1/me",status="200"} 42\n'
+                    }
+                }
+            }
+        },
     )
     async def metrics(request: Request) -> Response:
         """Request rates and latencies, appends, conflicts, follower lag, calendar fallback."""
@@ -249,6 +289,7 @@ def _operations(app: FastAPI) -> None:
         tags=["operations"],
         operation_id="list_error_codes",
         summary="The error catalogue",
+        responses={200: {"content": {"application/json": {"example": [ERROR_EXAMPLE]}}}},
     )
     async def list_errors() -> list[dict[str, Any]]:
         """Every `code` a problem+json error can carry, with its HTTP status."""
@@ -259,8 +300,14 @@ def _operations(app: FastAPI) -> None:
         tags=["operations"],
         operation_id="get_error_code",
         summary="One error code",
+        responses={
+            200: {"content": {"application/json": {"example": ERROR_EXAMPLE}}},
+            404: {"description": "No such code"},
+        },
     )
     async def get_error(code: str) -> dict[str, Any]:
+        """One entry of the error catalogue: the `code` a problem+json error carries, its HTTP
+        status and what it means (each error's `type` points here)."""
         entry = CATALOGUE.get(code)
         if entry is None:
             raise AppError("not_found", f"no error code {code!r}")
@@ -303,13 +350,18 @@ def _problem_json_openapi(app: FastAPI) -> None:
         ref = {"$ref": "#/components/schemas/ProblemDetail"}
         for path, methods in schema.get("paths", {}).items():
             if path.startswith("/open311/"):
-                continue  # Open311's own error format, declared by its routes
+                # Open311's own error format, declared by its routes; it has no 422 (a bad
+                # parameter is its 400).
+                for operation in methods.values():
+                    operation.get("responses", {}).pop("422", None)
+                continue
             for operation in methods.values():
                 for code, response in operation.get("responses", {}).items():
                     if code[0] in "45":
                         response["content"] = {PROBLEM_JSON: {"schema": ref}}
                         if code == "422":
                             response["description"] = "Invalid input (each field in `errors`)"
+        fill_examples(schema)
         app.openapi_schema = schema
         return schema
 

@@ -29,7 +29,7 @@ from app.core.security import Caller, Role, authenticate
 from app.core.settings import Settings
 from app.directory.tables import categories
 from app.open311 import requests as rq
-from app.open311.render import Open311Error, check_format, render
+from app.open311.render import Open311Error, check_format, render, to_xml
 from app.problems import domain
 from app.problems.schemas import SubmitIn
 from app.problems.service import ProblemService, stream_id
@@ -51,27 +51,28 @@ ApiKeyQuery = Annotated[
 ]
 
 
-def _responses(*codes: int, example: Any = None) -> dict[int | str, dict[str, Any]]:
+def _responses(*codes: int, root: str, example: Any) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries: the success body in both formats, and Open311's error arrays."""
     described = {400: "Bad request", 403: "Bad or missing api_key", 404: "Not found"}
     out: dict[int | str, dict[str, Any]] = {
         200: {
             "description": "JSON or XML, by the path's suffix",
             "content": {
-                "application/json": {"example": example} if example is not None else {},
-                "text/xml": {"schema": {"type": "string"}},
+                "application/json": {"example": example},
+                "text/xml": {"schema": {"type": "string"}, "example": to_xml(root, example).decode()},
             },
         }
     }
     for code in codes:
+        error = [{"code": code, "description": described[code]}]
         out[code] = {
             "description": described[code],
             "content": {
                 "application/json": {
                     "schema": {"$ref": "#/components/schemas/Open311Errors"},
-                    "example": [{"code": code, "description": "…"}],
+                    "example": error,
                 },
-                "text/xml": {"schema": {"type": "string"}},
+                "text/xml": {"schema": {"type": "string"}, "example": to_xml("errors", error).decode()},
             },
         }
     return out
@@ -194,7 +195,7 @@ DISCOVERY_EXAMPLE = {
     "/discovery.{fmt}",
     operation_id="open311_discovery",
     summary="Open311 service discovery",
-    responses=_responses(404, example=DISCOVERY_EXAMPLE),
+    responses=_responses(404, root="discovery", example=DISCOVERY_EXAMPLE),
 )
 async def discovery(request: Request, fmt: Fmt) -> Response:
     """Where this endpoint is and what it speaks (GeoReport v2, JSON and XML)."""
@@ -247,7 +248,7 @@ SERVICE_EXAMPLE = {
     "/services.{fmt}",
     operation_id="open311_list_services",
     summary="Open311 services (the problem categories)",
-    responses=_responses(404, example=[SERVICE_EXAMPLE]),
+    responses=_responses(404, root="services", example=[SERVICE_EXAMPLE]),
 )
 async def list_services(request: Request, fmt: Fmt, jurisdiction_id: Jurisdiction = None) -> Response:
     """Every active category as a `realtime` service (the request id is returned at once).
@@ -314,7 +315,7 @@ async def _definition(request: Request, fmt: str, service_code: str, jurisdictio
     "/services/{service_code}.{fmt}",
     operation_id="open311_get_service_definition",
     summary="Open311 service definition",
-    responses=_responses(404, example=definition("utilities")),
+    responses=_responses(404, root="service_definition", example=definition("utilities")),
 )
 async def get_service_definition(
     request: Request,
@@ -339,7 +340,7 @@ async def get_service_definition_singular(
     "/tokens/{token}.{fmt}",
     operation_id="open311_get_token",
     summary="Open311 token lookup",
-    responses=_responses(404, example=[{"service_request_id": "…", "token": "…"}]),
+    responses=_responses(404, root="service_requests", example=[{"service_request_id": "…", "token": "…"}]),
 )
 async def get_token(request: Request, token: str, fmt: Fmt, jurisdiction_id: Jurisdiction = None) -> Response:
     """Every service is `realtime`: a POST returns the request id at once and no token is ever
@@ -387,7 +388,7 @@ async def _requests_response(
     "/requests.{fmt}",
     operation_id="open311_list_requests",
     summary="Open311 service requests (problems)",
-    responses=_responses(400, 403, 404, example=[REQUEST_EXAMPLE]),
+    responses=_responses(400, 403, 404, root="service_requests", example=[REQUEST_EXAMPLE]),
 )
 async def list_requests(
     request: Request,
@@ -448,7 +449,7 @@ def _is_id(value: str) -> bool:
     "/requests/{service_request_id}.{fmt}",
     operation_id="open311_get_request",
     summary="One Open311 service request",
-    responses=_responses(400, 403, 404, example=[REQUEST_EXAMPLE]),
+    responses=_responses(400, 403, 404, root="service_requests", example=[REQUEST_EXAMPLE]),
 )
 async def get_request(
     request: Request,
@@ -581,6 +582,7 @@ async def _poster(request: Request, form: FormData) -> Caller:
         400,
         403,
         404,
+        root="service_requests",
         example=[
             {
                 "service_request_id": "6f1c2a8e-3d1b-4c57-9a0e-2b7d4f1e9c30",
@@ -689,7 +691,7 @@ UPDATE_EXAMPLE = {
     "/servicerequestupdates.{fmt}",
     operation_id="open311_list_request_updates",
     summary="Open311 updates of service requests (extension)",
-    responses=_responses(400, 403, 404, example=[UPDATE_EXAMPLE]),
+    responses=_responses(400, 403, 404, root="service_request_updates", example=[UPDATE_EXAMPLE]),
 )
 async def list_request_updates(
     request: Request,
@@ -783,7 +785,7 @@ EXTENDED_STATUSES = frozenset(
             },
         }
     },
-    responses=_responses(400, 403, 404, example=[UPDATE_EXAMPLE]),
+    responses=_responses(400, 403, 404, root="service_request_updates", example=[UPDATE_EXAMPLE]),
 )
 async def create_request_update(request: Request, fmt: Fmt) -> Response:
     """What a pushed update means here: with `score` (1–5, an extension) it is **the

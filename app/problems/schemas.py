@@ -112,6 +112,10 @@ class SubmitIn(CommandBody):
 
 
 class AcceptIn(CommandBody):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"example": {"note": "已签收，三日内反馈方案"}}
+    )
+
     note: ShortText | None = None
 
 
@@ -141,24 +145,45 @@ class AssignIn(CommandBody):
 
 
 class ReturnIn(CommandBody):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"example": {"reason": "该事项属市场监管部门职责，非本单位管辖"}}
+    )
+
     reason: Text
 
 
 class DecideReturnIn(CommandBody):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"example": {"accept": True, "note": "同意退回，另行交办"}}
+    )
+
     accept: bool = Field(description="true: back to `open` at the room; false: the unit keeps it.")
     note: ShortText | None = None
 
 
 class ProgressIn(CommandBody):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"example": {"note": "已与供电公司现场踏勘，确定接入方案"}}
+    )
+
     note: Text
 
 
 class RequestExtensionIn(CommandBody):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"example": {"deadline": "2026-12-18", "reason": "需等待上级电网改造完成"}},
+    )
+
     deadline: DeadlineValue
     reason: Text
 
 
 class DecideExtensionIn(CommandBody):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"example": {"approve": True, "note": "同意延期至 12 月 18 日"}}
+    )
+
     approve: bool
     deadline: DeadlineValue | None = Field(None, description="Approve a different deadline than requested.")
     note: ShortText | None = None
@@ -189,14 +214,26 @@ class DeferIn(CommandBody):
 
 
 class ResumeIn(CommandBody):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"example": {"note": "用地指标已下达，恢复办理"}}
+    )
+
     note: ShortText | None = None
 
 
 class ResolveIn(CommandBody):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"example": {"resolution": "供电公司已完成双回路接入"}}
+    )
+
     resolution: Text
 
 
 class FeedbackIn(CommandBody):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"example": {"score": 5, "comment": "非常满意"}}
+    )
+
     score: int = Field(
         ge=1, le=5, description="Satisfaction 1–5; 4 and 5 mean satisfied (closes the problem)."
     )
@@ -204,18 +241,32 @@ class FeedbackIn(CommandBody):
 
 
 class ReopenIn(CommandBody):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"example": {"reason": "企业反映接入后仍频繁停电"}}
+    )
+
     reason: Text
 
 
 class SuperviseIn(CommandBody):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"example": {"note": "请于本周内办结并报送结果"}}
+    )
+
     note: Text
 
 
 class WithdrawIn(CommandBody):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {"reason": "企业已自行解决"}})
+
     reason: Text
 
 
 class CloseIn(CommandBody):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"example": {"reason": "企业联系不上，按规定销号"}}
+    )
+
     reason: ShortText
 
 
