@@ -19,8 +19,9 @@ from fastapi.responses import StreamingResponse
 
 from app.core.deps import CallerDep, SettingsDep
 from app.core.errors import AppError, responses
-from app.core.security import Caller, Role
+from app.core.security import Caller
 from app.feed.reader import FeedEvent, FeedPage, TypeFilter, read_feed
+from app.problems.service import ProblemService
 
 router = APIRouter(prefix="/v1", tags=["events"])
 
@@ -37,10 +38,9 @@ def _types(types: list[str] | None) -> TypeFilter:
 
 
 async def _subtree(request: Request, caller: Caller) -> frozenset[str]:
-    if caller.role is Role.handler and caller.unit_id:
-        subtree: frozenset[str] = await request.app.state.directory.subtree(caller.unit_id)
-        return subtree
-    return frozenset()
+    """A handler's unit and the units below it (its scope); empty for other roles."""
+    service: ProblemService = request.app.state.problems
+    return (await service.actor(caller)).subtree
 
 
 TypesQuery = Annotated[

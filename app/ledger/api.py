@@ -22,12 +22,13 @@ from starlette.datastructures import UploadFile
 
 from app.core.deps import AdminDep, CallerDep, MetaDep, SettingsDep
 from app.core.errors import AppError, responses
-from app.core.security import Caller, Role
+from app.core.security import Caller
 from app.core.settings import Settings
 from app.ledger import files
 from app.ledger.columns import COLUMNS
 from app.ledger.exporter import as_text, header, ledger_rows
 from app.ledger.importer import LedgerImporter, Report
+from app.problems.service import ProblemService
 from app.projections.problem_view import ProblemFilter
 
 router = APIRouter(prefix="/v1", tags=["ledgers"])
@@ -175,10 +176,9 @@ def _instant(value: datetime | date | None, settings: Settings, *, end: bool = F
 
 
 async def _subtree(request: Request, caller: Caller) -> frozenset[str]:
-    if caller.role is Role.handler and caller.unit_id:
-        subtree: frozenset[str] = await request.app.state.directory.subtree(caller.unit_id)
-        return subtree
-    return frozenset()
+    """A handler's unit and the units below it (its scope); empty for other roles."""
+    service: ProblemService = request.app.state.problems
+    return (await service.actor(caller)).subtree
 
 
 def _csv_bytes(cells: list[str]) -> bytes:

@@ -28,6 +28,7 @@ from app.core.requestmeta import RequestMeta
 from app.core.security import Caller, Role, authenticate
 from app.core.settings import Settings
 from app.directory.tables import categories
+from app.events import RecordedEvent
 from app.open311 import requests as rq
 from app.open311.render import Open311Error, check_format, render, to_xml
 from app.problems import domain
@@ -113,8 +114,8 @@ async def _reader(request: Request, key: str | None) -> tuple[Caller | None, fro
     if caller is None and not public:
         raise Open311Error(403, "an api_key is required to read (OPEN311_PUBLIC_READ is off)")
     subtree: frozenset[str] = frozenset()
-    if caller is not None and caller.role is Role.handler and caller.unit_id:
-        subtree = await request.app.state.directory.subtree(caller.unit_id)
+    if caller is not None:
+        subtree = (await request.app.state.problems.actor(caller)).subtree
     return caller, subtree, public
 
 
@@ -843,16 +844,21 @@ async def create_request_update(request: Request, fmt: Fmt) -> Response:
         raise
     recorded = await request.app.state.store.read_stream(stream_id(problem_id), after_version=before.version)
     ours = next((e for e in recorded if e.metadata.get("actor") == caller.key_id), recorded[0])
-    item = {
-        "update_id": str(ours.event_id),
+    assert state.version >= ours.stream_version
+    item = _update_item(ours, problem_id, _settings(request).tz, description)
+    return render(fmt, "service_request_updates", [item])
+
+
+def _update_item(event: RecordedEvent, problem_id: str, tz: Any, description: str) -> dict[str, Any]:
+    return {
+        "update_id": str(event.event_id),
         "service_request_id": problem_id,
-        "status": rq.extended_status(ours.type, ours.data),
-        "updated_datetime": rq.when(ours.occurred_at, _settings(request).tz),
+        "status": rq.extended_status(event.type, event.data),
+        "updated_datetime": rq.when(event.occurred_at, tz),
         "description": description,
         "media_url": None,
-        "external_status_code": state.status.value,
+        "external_status_code": event.type.removeprefix("problem."),
     }
-    return render(fmt, "service_request_updates", [item])
 
 
 async def _earlier_update(
@@ -862,13 +868,6 @@ async def _earlier_update(
     for event in await service.history(caller, problem_id):
         meta = event.metadata
         if meta.get("causation_id") == causation and meta.get("actor") == caller.key_id:
-            return {
-                "update_id": str(event.event_id),
-                "service_request_id": problem_id,
-                "status": rq.extended_status(event.type, event.data),
-                "updated_datetime": rq.when(event.occurred_at, _settings(request).tz),
-                "description": rq.note_text(event.type, event.data, full=True),
-                "media_url": None,
-                "external_status_code": event.type.removeprefix("problem."),
-            }
+            description = rq.note_text(event.type, event.data, full=True)
+            return _update_item(event, problem_id, _settings(request).tz, description)
     return None

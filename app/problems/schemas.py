@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, model_validator
 
 from app.core.types import CategoryCode, Name, ShortText, Strict, Text, UnitId
+from app.directory.schemas import Contact
 from app.problems.domain import Urgency
 
 
@@ -64,14 +65,6 @@ class LocationIn(Strict):
         return self
 
 
-class ContactIn(Strict):
-    """Who to contact about the problem (the enterprise's contact person); kept in the log."""
-
-    name: Name | None = None
-    phone: Annotated[str, StringConstraints(pattern=r"^[0-9+\-() ]{3,30}$")] | None = None
-    email: Annotated[str, StringConstraints(pattern=r"^[^@\s]{1,64}@[^@\s]{1,190}$")] | None = None
-
-
 MediaUrl = Annotated[str, StringConstraints(max_length=1000, pattern=r"^https?://\S+$")]
 
 
@@ -108,7 +101,7 @@ class SubmitIn(CommandBody):
     )
     location: LocationIn | None = Field(None, description="Where the problem is (optional).")
     media_url: MediaUrl | None = Field(None, description="A photo or document of the problem.")
-    contact: ContactIn | None = Field(None, description="Who to contact (optional).")
+    contact: Contact | None = Field(None, description="Who to contact (optional).")
 
 
 class AcceptIn(CommandBody):

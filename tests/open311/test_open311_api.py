@@ -248,7 +248,10 @@ async def test_pushed_updates_are_progress_notes_or_the_enterprises_feedback(
     await command(client, rid, "resolve", {"resolution": "已接入"})
     feedback = await post(client, "/servicerequestupdates.xml", {**early, "status": "closed"})
     assert feedback.status_code == 200, feedback.text
-    assert ET.fromstring(feedback.content).find("request_update/external_status_code").text == "closed"
+    assert (
+        ET.fromstring(feedback.content).find("request_update/external_status_code").text
+        == "feedback_received"
+    )
     problem = (await client.get(f"/v1/problems/{rid}")).json()
     assert problem["status"] == "closed" and problem["feedback_score"] == 5
     bad = await post(client, "/servicerequestupdates.json", {**early, "status": "weird"})
