@@ -142,10 +142,11 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         services.attach(app)
         stop = asyncio.Event()
         # Set as soon as the server is told to stop, so that endless responses (event streams)
-        # end before the server waits for them.
-        app.state.stopping = stop
+        # end before the server waits for them (background work stops with the lifespan).
+        stopping = asyncio.Event()
+        app.state.stopping = stopping
         loop = asyncio.get_running_loop()
-        undo_signals = on_server_exit(lambda: loop.call_soon_threadsafe(stop.set))
+        undo_signals = on_server_exit(lambda: loop.call_soon_threadsafe(stopping.set))
         tasks: list[asyncio.Task[Any]] = []
         try:
             await services.bootstrap()
@@ -153,6 +154,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
                 tasks += [asyncio.create_task(worker(stop)) for worker in services.workers]
             yield
         finally:
+            stopping.set()
             stop.set()
             undo_signals()
             for task in tasks:

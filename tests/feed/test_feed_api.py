@@ -3,6 +3,7 @@ past filtered events, type filters."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -19,7 +20,12 @@ async def city(services: Services) -> City:
 
 
 async def feed(client: httpx.AsyncClient, services: Services, key: str | None = None, **params: Any) -> Any:
-    await services.store.sequence()  # PostgreSQL: number what has committed (a no-op on SQLite)
+    # PostgreSQL: wait until what has committed has its position (at once on SQLite).
+    for _ in range(500):
+        await services.store.sequence()
+        if not await services.store.unsequenced():
+            break
+        await asyncio.sleep(0.01)
     headers = auth(key) if key else {}
     response = await client.get("/v1/events", params=params, headers=headers)
     assert response.status_code == 200, response.text
