@@ -1,25 +1,34 @@
-"""The `dispatchroom` command: serve, migrate, demo data, API keys."""
+"""The `dispatchroom` command: serve, migrate, demo data, API keys, ledger import and export."""
 
 from __future__ import annotations
 
 import asyncio
+import csv
 import os
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
 import uvicorn
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from app.access.service import KeyIn
 from app.core.clock import SystemClock
-from app.core.security import SYSTEM, Role
+from app.core.errors import AppError
+from app.core.security import SYSTEM, Caller, Role
 from app.core.settings import Settings
 from app.demo import is_empty, load_demo
+from app.ledger import files
+from app.ledger.exporter import as_text, header, ledger_rows
+from app.ledger.importer import LedgerImporter, Report, RowError
 from app.main import Services
 from app.migrate import upgrade
+from app.projections.problem_view import ProblemFilter
 
 cli = typer.Typer(
     help="Dispatchroom: routing enterprises' problems through the dispatch rooms.",
@@ -30,6 +39,8 @@ keys_cli = typer.Typer(help="API keys.", no_args_is_help=True)
 cli.add_typer(keys_cli, name="keys")
 console = Console()
 T = TypeVar("T")
+# Who imports and exports from the command line (the operator, with an admin's reach).
+LEDGER_CLI = Caller(key_id="ledger-cli", name="台账导入导出（命令行）", role=Role.admin)
 
 
 def _run(coro_fn: Callable[[], Awaitable[T]]) -> T:
@@ -138,8 +149,6 @@ def keys_create(
             _, key = await svc.keys.create(SYSTEM, body)
             return key
 
-    from app.core.errors import AppError
-
     try:
         key = _run(go)
     except AppError as exc:
@@ -181,6 +190,118 @@ def keys_revoke(key_id: str) -> None:
 
     _run(go)
     console.print(f"Revoked {key_id}.")
+
+
+@cli.command("import")
+def import_ledger(
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="ledger.xlsx or ledger.csv")],
+    format_: Annotated[
+        str | None, typer.Option("--format", help="csv or xlsx (default: the file's suffix).")
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option(help="Where to write the per-row errors (default: FILE.errors.csv).")
+    ] = None,
+) -> None:
+    """Import a ledger (台账): each row becomes a problem with its history. Idempotent; bad rows
+    are reported with their row numbers and never stop the rest. Exit 1 if a row failed."""
+    errors_path = report or path.with_name(path.name + ".errors.csv")
+    try:
+        fmt = files.format_of(path, format_)
+    except AppError as exc:
+        console.print(f"[red]{exc.code}[/]: {exc.detail}")
+        raise typer.Exit(2) from None
+
+    async def go() -> Report:
+        async with services() as svc:
+            importer = LedgerImporter(svc.problems, svc.directory, svc.settings.tz)
+            total = files.count_rows(path, fmt)
+            with (
+                errors_path.open("w", encoding="utf-8-sig", newline="") as out,
+                Progress(
+                    TextColumn("[bold]台账导入[/]"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TimeRemainingColumn(),
+                    console=console,
+                ) as progress,
+            ):
+                writer = csv.writer(out)
+                writer.writerow(["行号 (row)", "台账编号", "原因 (reason)"])
+                task = progress.add_task("import", total=total)
+
+                def on_error(error: RowError) -> None:
+                    writer.writerow([error.row, error.ledger_id or "", error.reason])
+
+                result = await importer.run(
+                    path, fmt, LEDGER_CLI, on_row=lambda _: progress.advance(task), on_error=on_error
+                )
+            await svc.store.sequence()
+            return result
+
+    try:
+        result = _run(go)
+    except AppError as exc:
+        console.print(f"[red]{exc.code}[/]: {exc.detail}")
+        raise typer.Exit(2) from None
+    console.print(
+        f"{result.rows} rows: {result.created} created, {result.updated} updated, "
+        f"{result.unchanged} unchanged, {result.failed} failed."
+    )
+    if result.ignored_columns:
+        console.print(f"Ignored columns: {', '.join(result.ignored_columns)}")
+    if result.failed:
+        for error in result.errors[:20]:
+            console.print(f"  row {error.row} ({error.ledger_id or '-'}): {error.reason}", markup=False)
+        console.print(f"Every error is in {errors_path}.")
+        raise typer.Exit(1)
+    errors_path.unlink(missing_ok=True)
+
+
+@cli.command("export")
+def export_ledger(
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="The file (default: CSV on standard output).")
+    ] = None,
+    format_: Annotated[
+        str | None, typer.Option("--format", help="csv or xlsx (default: the output's suffix, else csv).")
+    ] = None,
+) -> None:
+    """Export every problem as a ledger (the columns `import` reads, Chinese titles)."""
+    fmt = (format_ or (output.suffix.lstrip(".") if output else "csv")).lower()
+    if fmt not in files.FORMATS or (fmt == "xlsx" and output is None):
+        console.print("[red]export[/]: --format csv, or xlsx with --output FILE.xlsx")
+        raise typer.Exit(2)
+
+    async def go() -> int:
+        async with services() as svc:
+            rows = ledger_rows(
+                svc.db, LEDGER_CLI, frozenset(), ProblemFilter(), now=svc.clock.now(), tz=svc.settings.tz
+            )
+            count = 0
+            if fmt == "xlsx":
+                assert output is not None
+                writer = files.XlsxWriter()
+                writer.append(header())
+                async for cells in rows:
+                    writer.append(cells)
+                    count += 1
+                writer.save(output)
+                return count
+            out = output.open("w", encoding="utf-8-sig", newline="") if output else sys.stdout
+            try:
+                lines = csv.writer(out)
+                lines.writerow(header())
+                async for cells in rows:
+                    lines.writerow(as_text(cells))
+                    count += 1
+            finally:
+                if output:
+                    out.close()
+            return count
+
+    count = _run(go)
+    if output:
+        console.print(f"{count} problems exported to {output}.")
 
 
 def main() -> None:

@@ -16,17 +16,23 @@ from fastapi.responses import JSONResponse
 import app as app_package
 from app.access.api import router as keys_router
 from app.access.service import Keys
+from app.apidoc import fill_examples
 from app.core.clock import Clock, SystemClock
 from app.core.db import Database
 from app.core.errors import CATALOGUE, PROBLEM_JSON, AppError, ErrorCode, ProblemDetail
 from app.core.http import RequestContextMiddleware, install_error_handlers
 from app.core.metrics import CALENDAR_FALLBACK, render
 from app.core.settings import Settings
+from app.core.shutdown import on_server_exit
 from app.directory.api import router as directory_router
 from app.directory.rules import RulesRepository
 from app.directory.service import Directory
 from app.events import EventStore
 from app.events.sequencer import run_sequencer
+from app.feed.api import router as feed_router
+from app.ledger.api import router as ledger_router
+from app.open311.api import router as open311_router
+from app.open311.render import install_error_handlers as install_open311_errors
 from app.problems.api import router as problems_router
 from app.problems.service import ProblemService
 from app.routing.calendar import WorkCalendar, official_years
@@ -58,7 +64,22 @@ TAGS = [
     },
     {"name": "categories", "description": "Problem categories (also the Open311 services)."},
     {"name": "api keys", "description": "Keys, roles and scope."},
+    {
+        "name": "events",
+        "description": "The global event feed: pages (`GET /v1/events`) and a live Server-Sent Events "
+        "stream (`GET /v1/events/stream`), scoped to the key.",
+    },
+    {
+        "name": "ledgers",
+        "description": "Ledgers (台账): import the spreadsheets dispatch rooms keep; export problems "
+        "as one (CSV or Excel, Chinese column titles).",
+    },
     {"name": "operations", "description": "Health, readiness and the error catalogue."},
+    {
+        "name": "open311",
+        "description": "Open311 GeoReport v2 (`/open311/v2/`, JSON and XML): categories as services, "
+        "problems as service requests. Errors are Open311's arrays of `{code, description}`.",
+    },
 ]
 
 
@@ -120,6 +141,12 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         services = Services(settings, clock)
         services.attach(app)
         stop = asyncio.Event()
+        # Set as soon as the server is told to stop, so that endless responses (event streams)
+        # end before the server waits for them (background work stops with the lifespan).
+        stopping = asyncio.Event()
+        app.state.stopping = stopping
+        loop = asyncio.get_running_loop()
+        undo_signals = on_server_exit(lambda: loop.call_soon_threadsafe(stopping.set))
         tasks: list[asyncio.Task[Any]] = []
         try:
             await services.bootstrap()
@@ -127,7 +154,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
                 tasks += [asyncio.create_task(worker(stop)) for worker in services.workers]
             yield
         finally:
+            stopping.set()
             stop.set()
+            undo_signals()
             for task in tasks:
                 task.cancel()
             for task in tasks:
@@ -143,17 +172,39 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_open311_errors(app)
     _problem_json_openapi(app)
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=settings.max_request_bytes,
+        limits={"/v1/imports": settings.max_import_bytes},
+    )
+    app.include_router(ledger_router)  # before /v1/problems/{problem_id}: /v1/problems/export
     app.include_router(problems_router)
     app.include_router(directory_router)
     app.include_router(keys_router)
+    app.include_router(open311_router)
+    app.include_router(feed_router)
     _operations(app)
     return app
 
 
+ERROR_EXAMPLE = {
+    "code": "invalid_transition",
+    "status": 409,
+    "title": "Transition not allowed",
+    "description": "The command is not allowed in the problem's current status or tier.",
+}
+
+
 def _operations(app: FastAPI) -> None:
-    @app.get("/healthz", tags=["operations"], operation_id="healthz", summary="Liveness")
+    @app.get(
+        "/healthz",
+        tags=["operations"],
+        operation_id="healthz",
+        summary="Liveness",
+        responses={200: {"content": {"application/json": {"example": {"status": "ok"}}}}},
+    )
     async def healthz() -> dict[str, str]:
         """The process is up (it does not look at the database)."""
         return {"status": "ok"}
@@ -163,7 +214,23 @@ def _operations(app: FastAPI) -> None:
         tags=["operations"],
         operation_id="readyz",
         summary="Readiness",
-        responses={503: {"description": "Not ready"}},
+        responses={
+            200: {
+                "content": {
+                    "application/json": {
+                        "example": {
+                            "status": "ready",
+                            "checks": {
+                                "database": "ok",
+                                "calendar": {"official_years": [2004, 2026], "fallback_years": []},
+                            },
+                            "warnings": [],
+                        }
+                    }
+                }
+            },
+            503: {"description": "Not ready"},
+        },
     )
     async def readyz(request: Request) -> JSONResponse:
         """Ready when the database answers. `warnings` lists what an operator should know (a
@@ -201,7 +268,16 @@ def _operations(app: FastAPI) -> None:
         operation_id="metrics",
         summary="Prometheus metrics",
         response_class=Response,
-        responses={200: {"content": {"text/plain": {}}}},
+        responses={
+            200: {
+                "content": {
+                    "text/plain": {
+                        "example": "# HELP dispatchroom_http_requests_total HTTP requests\n"
+                        'dispatchroom_http_requests_total{method="GET",route="/v1/me",status="200"} 42\n'
+                    }
+                }
+            }
+        },
     )
     async def metrics(request: Request) -> Response:
         """Request rates and latencies, appends, conflicts, follower lag, calendar fallback."""
@@ -215,6 +291,7 @@ def _operations(app: FastAPI) -> None:
         tags=["operations"],
         operation_id="list_error_codes",
         summary="The error catalogue",
+        responses={200: {"content": {"application/json": {"example": [ERROR_EXAMPLE]}}}},
     )
     async def list_errors() -> list[dict[str, Any]]:
         """Every `code` a problem+json error can carry, with its HTTP status."""
@@ -225,8 +302,14 @@ def _operations(app: FastAPI) -> None:
         tags=["operations"],
         operation_id="get_error_code",
         summary="One error code",
+        responses={
+            200: {"content": {"application/json": {"example": ERROR_EXAMPLE}}},
+            404: {"description": "No such code"},
+        },
     )
     async def get_error(code: str) -> dict[str, Any]:
+        """One entry of the error catalogue: the `code` a problem+json error carries, its HTTP
+        status and what it means (each error's `type` points here)."""
         entry = CATALOGUE.get(code)
         if entry is None:
             raise AppError("not_found", f"no error code {code!r}")
@@ -257,14 +340,30 @@ def _problem_json_openapi(app: FastAPI) -> None:
             ProblemDetail.model_json_schema(ref_template="#/components/schemas/{model}").pop("$defs", {})
         )
         components["ProblemDetail"].pop("$defs", None)
+        components["Open311Errors"] = {
+            "type": "array",
+            "description": "Open311 errors (XML: `<errors><error><code/><description/></error></errors>`).",
+            "items": {
+                "type": "object",
+                "required": ["code", "description"],
+                "properties": {"code": {"type": "integer"}, "description": {"type": "string"}},
+            },
+        }
         ref = {"$ref": "#/components/schemas/ProblemDetail"}
-        for methods in schema.get("paths", {}).values():
+        for path, methods in schema.get("paths", {}).items():
+            if path.startswith("/open311/"):
+                # Open311's own error format, declared by its routes; it has no 422 (a bad
+                # parameter is its 400).
+                for operation in methods.values():
+                    operation.get("responses", {}).pop("422", None)
+                continue
             for operation in methods.values():
                 for code, response in operation.get("responses", {}).items():
                     if code[0] in "45":
                         response["content"] = {PROBLEM_JSON: {"schema": ref}}
                         if code == "422":
                             response["description"] = "Invalid input (each field in `errors`)"
+        fill_examples(schema)
         app.openapi_schema = schema
         return schema
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from app.access.service import KeyCreated, KeyIn, KeyOut, Keys, key_out
 from app.core.deps import AdminDep, CallerDep, MetaDep
@@ -24,6 +24,20 @@ KeysDep = Annotated[Keys, Depends(get_keys)]
 
 
 class Me(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "id": "key_5e0c2b7f1a9d3e44",
+                "name": "政务服务网",
+                "role": "portal",
+                "unit_id": None,
+                "district_id": None,
+                "source": "zwfw",
+                "permissions": [],
+            }
+        }
+    )
+
     id: str
     name: str
     role: Role | None
@@ -92,6 +106,7 @@ async def create_api_key(
     responses=responses(401, 403, 404),
 )
 async def get_api_key(key_id: str, caller: AdminDep, keys: KeysDep) -> KeyOut:
+    """Admin only. One key's name, role and scope (never its value)."""
     return key_out(await keys.get(key_id))
 
 

@@ -61,6 +61,24 @@ class KeyIn(Strict):
 
 
 class KeyOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "id": "key_5e0c2b7f1a9d3e44",
+                "name": "南关区第一服务队第一组",
+                "role": "handler",
+                "unit_id": "220102-t1-g1",
+                "district_id": "220102",
+                "source": None,
+                "permissions": [],
+                "key_hint": "dr_Xk3…",
+                "created_at": "2026-11-16T09:00:00+08:00",
+                "created_by": "admin_3f2a1b0c9d8e",
+                "revoked_at": None,
+            }
+        }
+    )
+
     id: str
     name: str
     role: Role
@@ -75,6 +93,15 @@ class KeyOut(BaseModel):
 
 
 class KeyCreated(KeyOut):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                **KeyOut.model_config["json_schema_extra"]["example"],  # type: ignore[index, dict-item]
+                "key": "dr_Xk3vQ9…(shown once)",
+            }
+        }
+    )
+
     key: str = Field(description="The key itself. Shown once; store it now.")
 
 

@@ -124,11 +124,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
 class RequestContextMiddleware:
     """Gives every request an id (`X-Request-ID`, taken from the client when well-formed) and
-    refuses bodies larger than the limit with 413 before reading them into memory."""
+    refuses bodies larger than the limit with 413 before reading them into memory. `limits`
+    gives other limits to some paths (uploads that the route streams to disk)."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, limits: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.limits = limits or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -139,9 +141,10 @@ class RequestContextMiddleware:
         request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
 
+        limit = self.limits.get(scope.get("path", ""), self.max_body_bytes)
         length = headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
-            await self._too_large(scope, send, request_id)
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            await self._too_large(scope, send, request_id, limit)
             return
 
         received = 0
@@ -152,7 +155,7 @@ class RequestContextMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
+                if received > limit:
                     too_large = True
                     raise _BodyTooLarge
             return message
@@ -173,17 +176,17 @@ class RequestContextMiddleware:
         except _BodyTooLarge:
             if too_large:
                 status = 413
-                await self._too_large(scope, send, request_id)
+                await self._too_large(scope, send, request_id, limit)
         finally:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             method = scope.get("method", "")
             HTTP_REQUESTS.labels(method, route, str(status)).inc()
             HTTP_LATENCY.labels(method, route).observe(time.perf_counter() - started)
 
-    async def _too_large(self, scope: Scope, send: Send, request_id: str) -> None:
+    async def _too_large(self, scope: Scope, send: Send, request_id: str, limit: int) -> None:
         response = problem_response(
             "payload_too_large",
-            f"the request body exceeds {self.max_body_bytes} bytes",
+            f"the request body exceeds {limit} bytes",
             headers={"x-request-id": request_id},
         )
         await response(scope, _no_receive, send)

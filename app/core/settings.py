@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     open311_jurisdiction_id: str = "changchun.gov.cn"
 
     max_request_bytes: int = Field(1_048_576, ge=1024)
+    max_import_bytes: int = Field(
+        268_435_456, ge=1024, description="Largest ledger accepted by `POST /v1/imports`."
+    )
     log_level: str = "info"
 
     @field_validator("webhook_allowed_targets", mode="before")

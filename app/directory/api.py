@@ -124,6 +124,7 @@ async def create_unit(
     responses=responses(401, 404),
 )
 async def get_unit(unit_id: str, caller: CallerDep, directory: DirectoryDep) -> UnitOut:
+    """One unit of the routing tree, with its kind, tier, district and path. Any key may read it."""
     row = await directory.unit_row(unit_id)
     if row is None:
         raise AppError("not_found", f"unit {unit_id} does not exist")
@@ -141,6 +142,8 @@ async def get_unit(unit_id: str, caller: CallerDep, directory: DirectoryDep) -> 
 async def update_unit(
     unit_id: str, body: UnitPatch, caller: AdminDep, meta: MetaDep, directory: DirectoryDep
 ) -> UnitOut:
+    """Admin only. Rename a unit or (de)activate it: inactive units receive no new assignments;
+    what they hold stays with them."""
     return _unit_out(await directory.update_unit(caller, unit_id, body, meta))
 
 
@@ -233,6 +236,7 @@ async def register_enterprise(
     responses=responses(401, 404),
 )
 async def get_enterprise(enterprise_id: str, db: DbDep, caller: CallerDep) -> EnterpriseOut:
+    """One enterprise by its credit code, if it is in the caller's scope (else 404)."""
     stmt = sa.select(enterprises).where(enterprises.c.id == enterprise_id.upper())
     scope = _enterprise_scope(caller)
     if scope is not None:
@@ -259,6 +263,8 @@ async def update_enterprise(
     meta: MetaDep,
     directory: DirectoryDep,
 ) -> EnterpriseOut:
+    """Admins anywhere, dispatchers in their district: the name, the covering service unit, the
+    address or the contact. The credit code never changes."""
     return _enterprise_out(await directory.update_enterprise(caller, enterprise_id.upper(), body, meta))
 
 
@@ -309,4 +315,6 @@ async def create_category(
 async def update_category(
     code: str, body: CategoryPatch, caller: AdminDep, meta: MetaDep, directory: DirectoryDep
 ) -> CategoryOut:
+    """Admin only. Rename a category or (de)activate it (inactive: no new problems, and it
+    leaves the Open311 service list)."""
     return _category_out(await directory.update_category(caller, code, body, meta))

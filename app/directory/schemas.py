@@ -49,11 +49,32 @@ class UnitIn(Strict):
 
 
 class UnitPatch(Strict):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"example": {"name": "南关区要素保障组", "active": True}}
+    )
+
     name: Name | None = None
     active: bool | None = Field(None, description="Inactive units receive no new assignments.")
 
 
 class UnitOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "id": "220102-utilities",
+                "name": "南关区要素保障组",
+                "kind": "district_function_group",
+                "tier": "district",
+                "parent_id": "220102-room",
+                "district_id": "220102",
+                "path": "cc-command-room/220102-room/220102-utilities",
+                "active": True,
+                "created_at": "2026-11-01T09:00:00+08:00",
+                "version": 1,
+            }
+        }
+    )
+
     id: str
     name: str
     kind: UnitKind
@@ -96,6 +117,16 @@ class EnterpriseIn(Strict):
 
 
 class EnterprisePatch(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "example": {
+                "address": "长春市南关区人民大街 1200 号",
+                "contact": {"name": "张伟", "phone": "0431-88888888"},
+            }
+        },
+    )
+
     name: Name | None = None
     service_unit_id: UnitId | None = None
     address: ShortText | None = None
@@ -103,6 +134,21 @@ class EnterprisePatch(Strict):
 
 
 class EnterpriseOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "id": "91220102MA17W1P07X",
+                "name": "长春一汽富维汽车零部件有限公司",
+                "district_id": "220102",
+                "service_unit_id": "220102-t1-g1",
+                "address": "长春市南关区人民大街 1000 号",
+                "contact": {"name": "张伟", "phone": "0431-88888888", "email": None},
+                "created_at": "2026-11-01T09:00:00+08:00",
+                "version": 1,
+            }
+        }
+    )
+
     id: str
     name: str
     district_id: str
@@ -122,12 +168,28 @@ class CategoryIn(Strict):
 
 
 class CategoryPatch(Strict):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"example": {"name": "水电气暖", "active": True}}
+    )
+
     name: Name | None = None
     description: ShortText | None = None
     active: bool | None = None
 
 
 class CategoryOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "code": "utilities",
+                "name": "水电气暖",
+                "description": "供电、供水、供气、供暖、通信接入",
+                "active": True,
+                "version": 1,
+            }
+        }
+    )
+
     code: str
     name: str
     description: str

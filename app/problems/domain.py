@@ -234,6 +234,8 @@ class ProblemState:
     unrouted: bool = False
     overdue_noted_for: datetime | None = None
     last_event: str = SUBMITTED
+    location: dict[str, Any] | None = None
+    media_url: str | None = None
 
     @property
     def holder_unit_id(self) -> str | None:
@@ -279,6 +281,9 @@ class Submit:
     source: str | None = None
     reported_by: str | None = None
     reporter_unit_id: str | None = None
+    location: dict[str, Any] | None = None  # address, address_id, zipcode, lat, long
+    media_url: str | None = None
+    contact: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -570,6 +575,16 @@ def submit(command: Submit, ctx: Context) -> list[Fact]:
     policy = ctx.policy
     lead = ent.service_unit_id
     deadline = policy.deadline(ctx.now, Tier.local, command.urgency.value)
+    # Optional fields appear only when given, so older events and new ones read alike.
+    optional = {
+        k: v
+        for k, v in (
+            ("location", command.location),
+            ("media_url", command.media_url),
+            ("contact", command.contact),
+        )
+        if v
+    }
     return [
         Fact(
             SUBMITTED,
@@ -589,6 +604,7 @@ def submit(command: Submit, ctx: Context) -> list[Fact]:
                 "lead_unit_id": lead,
                 "tier": Tier.local.value,
                 "deadline": _iso(deadline),
+                **optional,
             },
             ctx.now,
         )
@@ -999,6 +1015,8 @@ def initial(problem_id: str, fact: Fact) -> ProblemState:
         tier_entered_at=at,
         holder_since=at,
         updated_at=at,
+        location=d.get("location"),
+        media_url=d.get("media_url"),
     )
 
 

@@ -59,6 +59,8 @@ def view_row(state: ProblemState) -> dict[str, Any]:
         "paused_seconds": state.paused_seconds,
         "last_event": state.last_event,
         "version": state.version,
+        "location": state.location,
+        "media_url": state.media_url,
     }
 
 

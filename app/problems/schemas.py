@@ -9,9 +9,10 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, model_validator
 
 from app.core.types import CategoryCode, Name, ShortText, Strict, Text, UnitId
+from app.directory.schemas import Contact
 from app.problems.domain import Urgency
 
 
@@ -37,6 +38,34 @@ OccurredAt = Annotated[
 
 class CommandBody(Strict):
     occurred_at: OccurredAt = None
+
+
+class LocationIn(Strict):
+    """Where the problem is (Open311's location fields); all optional, `lat` and `long` together."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "example": {"address": "长春市南关区人民大街 1000 号", "lat": 43.8868, "long": 125.3245}
+        },
+    )
+
+    address: ShortText | None = None
+    address_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:/-]{1,100}$")] | None = Field(
+        None, description="An id of the address in a portal's address register."
+    )
+    zipcode: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9 -]{1,20}$")] | None = None
+    lat: float | None = Field(None, ge=-90, le=90, description="WGS84 latitude.")
+    long: float | None = Field(None, ge=-180, le=180, description="WGS84 longitude.")
+
+    @model_validator(mode="after")
+    def _both_coordinates(self) -> LocationIn:
+        if (self.lat is None) != (self.long is None):
+            raise ValueError("lat and long go together")
+        return self
+
+
+MediaUrl = Annotated[str, StringConstraints(max_length=1000, pattern=r"^https?://\S+$")]
 
 
 class SubmitIn(CommandBody):
@@ -70,9 +99,16 @@ class SubmitIn(CommandBody):
         description="The unit that found it "
         "(default: the caller's unit, else the enterprise's service group).",
     )
+    location: LocationIn | None = Field(None, description="Where the problem is (optional).")
+    media_url: MediaUrl | None = Field(None, description="A photo or document of the problem.")
+    contact: Contact | None = Field(None, description="Who to contact (optional).")
 
 
 class AcceptIn(CommandBody):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"example": {"note": "已签收，三日内反馈方案"}}
+    )
+
     note: ShortText | None = None
 
 
@@ -102,24 +138,45 @@ class AssignIn(CommandBody):
 
 
 class ReturnIn(CommandBody):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"example": {"reason": "该事项属市场监管部门职责，非本单位管辖"}}
+    )
+
     reason: Text
 
 
 class DecideReturnIn(CommandBody):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"example": {"accept": True, "note": "同意退回，另行交办"}}
+    )
+
     accept: bool = Field(description="true: back to `open` at the room; false: the unit keeps it.")
     note: ShortText | None = None
 
 
 class ProgressIn(CommandBody):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"example": {"note": "已与供电公司现场踏勘，确定接入方案"}}
+    )
+
     note: Text
 
 
 class RequestExtensionIn(CommandBody):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"example": {"deadline": "2026-12-18", "reason": "需等待上级电网改造完成"}},
+    )
+
     deadline: DeadlineValue
     reason: Text
 
 
 class DecideExtensionIn(CommandBody):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"example": {"approve": True, "note": "同意延期至 12 月 18 日"}}
+    )
+
     approve: bool
     deadline: DeadlineValue | None = Field(None, description="Approve a different deadline than requested.")
     note: ShortText | None = None
@@ -150,14 +207,26 @@ class DeferIn(CommandBody):
 
 
 class ResumeIn(CommandBody):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"example": {"note": "用地指标已下达，恢复办理"}}
+    )
+
     note: ShortText | None = None
 
 
 class ResolveIn(CommandBody):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"example": {"resolution": "供电公司已完成双回路接入"}}
+    )
+
     resolution: Text
 
 
 class FeedbackIn(CommandBody):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"example": {"score": 5, "comment": "非常满意"}}
+    )
+
     score: int = Field(
         ge=1, le=5, description="Satisfaction 1–5; 4 and 5 mean satisfied (closes the problem)."
     )
@@ -165,18 +234,32 @@ class FeedbackIn(CommandBody):
 
 
 class ReopenIn(CommandBody):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"example": {"reason": "企业反映接入后仍频繁停电"}}
+    )
+
     reason: Text
 
 
 class SuperviseIn(CommandBody):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"example": {"note": "请于本周内办结并报送结果"}}
+    )
+
     note: Text
 
 
 class WithdrawIn(CommandBody):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {"reason": "企业已自行解决"}})
+
     reason: Text
 
 
 class CloseIn(CommandBody):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"example": {"reason": "企业联系不上，按规定销号"}}
+    )
+
     reason: ShortText
 
 

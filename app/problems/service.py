@@ -71,8 +71,14 @@ def facts_of(events: Sequence[RecordedEvent]) -> list[Fact]:
     return [Fact(e.type, e.data, e.occurred_at) for e in events]
 
 
+# Fields added after the first release count in the hash only when given, so a request repeated
+# across the upgrade still matches the hash stored with its first submission.
+_LATER_FIELDS = ("location", "media_url", "contact")
+
+
 def request_hash(body: SubmitIn) -> str:
-    canonical = orjson.dumps(body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+    fields = body.model_dump(mode="json", exclude={f for f in _LATER_FIELDS if getattr(body, f) is None})
+    canonical = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(canonical).hexdigest()
 
 
@@ -211,17 +217,21 @@ class ProblemService:
         meta: RequestMeta | None = None,
         *,
         idempotency_key: str | None = None,
+        problem_id: str | None = None,
     ) -> tuple[ProblemState, bool]:
         """Record a new problem; returns (state, created). With an Idempotency-Key the same key
-        and body return the first result instead of a second problem."""
+        and body return the first result instead of a second problem. `problem_id` (ledger
+        imports) chooses the id; the same id with the same body is a replay, like a key."""
         if caller.role not in SUBMITTERS:
             raise AppError(
                 "forbidden",
                 f"a {caller.role} key may not submit problems" if caller.role else "forbidden",
             )
         digest = request_hash(body)
-        if idempotency_key is not None:
-            problem_id = str(uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{caller.key_id}\n{idempotency_key}"))
+        if problem_id is not None or idempotency_key is not None:
+            problem_id = problem_id or str(
+                uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{caller.key_id}\n{idempotency_key}")
+            )
             replay = await self._replay(problem_id, digest)
             if replay is not None:
                 return replay, False
@@ -266,6 +276,9 @@ class ProblemService:
             source=source,
             reported_by=body.reported_by,
             reporter_unit_id=reporter,
+            location=body.location.model_dump(exclude_none=True) if body.location else None,
+            media_url=body.media_url,
+            contact=body.contact.model_dump(exclude_none=True) if body.contact else None,
         )
         facts = domain.submit(command, Context(when, actor, policy))
         state = domain.fold(problem_id, facts)

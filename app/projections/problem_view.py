@@ -71,6 +71,8 @@ problem_view = sa.Table(
     sa.Column("paused_seconds", sa.Integer, nullable=False),
     sa.Column("last_event", sa.String(60), nullable=False),
     sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("location", JSONType, nullable=True, comment="address, address_id, zipcode, lat, long"),
+    sa.Column("media_url", sa.String(1000), nullable=True),
     sa.Index("ix_problem_view_submitted_at_id", "submitted_at", "id"),
     sa.Index("ix_problem_view_district_id_status", "district_id", "status"),
     sa.Index("ix_problem_view_status_deadline", "status", "deadline"),
@@ -197,6 +199,10 @@ class ProblemOut(BaseModel):
     unrouted: bool = Field(description="Open at a room with no routing rule for its category.")
     last_event: str
     version: int = Field(description="Number of events in the problem's stream; also its ETag.")
+    location: dict[str, Any] | None = Field(
+        None, description="Where the problem is: `address`, `address_id`, `zipcode`, `lat`, `long`."
+    )
+    media_url: str | None = Field(None, description="A photo or document of the problem.")
 
 
 @dataclass(frozen=True)
@@ -283,6 +289,8 @@ def to_api(row: Any, now: datetime, calendar: WorkCalendar, *, tz: Any, redact: 
         unrouted=row.unrouted,
         last_event=row.last_event,
         version=row.version,
+        location=getattr(row, "location", None),
+        media_url=getattr(row, "media_url", None),
     )
 
 

@@ -1,0 +1,1 @@
+"""Ledgers (台账): importing the spreadsheets dispatch rooms keep, and exporting problems as one."""
