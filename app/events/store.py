@@ -137,10 +137,20 @@ _SEQUENCE_SQL = sa.text(
 WITH st AS (
     SELECT last_tx, last_row, last_position FROM event_sequencer WHERE id = 1
     FOR UPDATE SKIP LOCKED
+), horizon AS (
+    -- The oldest transaction that may still write here: the snapshot's in-progress ids, less
+    -- those proven to belong to other databases of the cluster (an id stays with its database
+    -- for its whole life, so that proof cannot go stale); without any, the snapshot's xmax.
+    SELECT COALESCE(
+        (SELECT min(x) FROM pg_snapshot_xip(pg_current_snapshot()) AS x
+         WHERE xid(x) <> ALL (SELECT backend_xid FROM pg_stat_activity
+                              WHERE backend_xid IS NOT NULL AND datname <> current_database())),
+        pg_snapshot_xmax(pg_current_snapshot())
+    ) AS xmin
 ), pending AS (
-    SELECT e.id, e.tx_id, e.type FROM events e, st
+    SELECT e.id, e.tx_id, e.type FROM events e, st, horizon
     WHERE (e.tx_id, e.id) > (st.last_tx, st.last_row)
-      AND e.tx_id < pg_snapshot_xmin(pg_current_snapshot())
+      AND e.tx_id < horizon.xmin
     ORDER BY e.tx_id, e.id
     LIMIT :batch
 ), numbered AS (
@@ -329,7 +339,9 @@ class EventStore:
         """Give positions to the events of finished transactions; returns how many.
 
         Numbers events in (transaction id, insertion) order, taking only transactions below the
-        snapshot's xmin: every transaction with a smaller id has committed or aborted, so no
+        horizon: the oldest transaction still in progress, ignoring those that
+        `pg_stat_activity` shows to belong to other databases (they cannot write our events).
+        Every transaction of this database with a smaller id has committed or aborted, so no
         event can later appear before the last one numbered. Concurrent callers skip (the
         sequencer row is locked with SKIP LOCKED), so this is safe to call from anywhere.
         """

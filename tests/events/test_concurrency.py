@@ -146,3 +146,23 @@ async def test_a_rolled_back_transaction_leaves_no_gap(database: Database, db_ur
     while await store.sequence():
         pass
     assert [e.position for e in await store.read_all(0, 10)] == [1, 2]
+
+
+@pytest.mark.postgres_only
+async def test_a_transaction_in_another_database_does_not_hold_positions_back(
+    database: Database, db_url: str
+) -> None:
+    """The sequencer waits for transactions that may write here, not for the whole cluster: a
+    long writing transaction in another database of the same server does not delay positions."""
+    store = EventStore(database, SystemClock())
+    other = await asyncpg.connect(_asyncpg_dsn(db_url).rsplit("/", 1)[0] + "/postgres")
+    try:
+        tx = other.transaction()
+        await tx.start()
+        await other.execute("SELECT pg_current_xact_id()")  # holds a transaction id, like a long write
+        await store.append("a", 0, [NewEvent("t.a", {})])
+        assert await store.sequence() == 1
+        assert [e.type for e in await store.read_all(0, 10)] == ["t.a"]
+        await tx.rollback()
+    finally:
+        await other.close()
