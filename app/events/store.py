@@ -412,6 +412,17 @@ class EventStore:
     ) -> list[RecordedEvent]:
         return await self.read_all(after, limit, types=types)
 
+    async def stream_versions(self, stream_ids: Sequence[str]) -> dict[str, int]:
+        """The version of each of a few streams, in one query (0: no events yet)."""
+        stmt = (
+            sa.select(events.c.stream_id, sa.func.max(events.c.stream_version))
+            .where(events.c.stream_id.in_(list(stream_ids)))
+            .group_by(events.c.stream_id)
+        )
+        async with self.db.read() as conn:
+            found = {row[0]: int(row[1]) for row in (await conn.execute(stmt)).all()}
+        return {stream_id: found.get(stream_id, 0) for stream_id in stream_ids}
+
     async def last_position(self, conn: AsyncConnection | None = None) -> int:
         stmt = sa.select(sa.func.max(event_positions.c.position))
         if conn is not None:

@@ -232,7 +232,10 @@ class ProblemState:
     satisfied: bool | None = None
     rule_version: int | None = None
     unrouted: bool = False
+    returned_too_often: bool = False
     overdue_noted_for: datetime | None = None
+    reminded_for: datetime | None = None
+    review_reminded_on: date | None = None
     last_event: str = SUBMITTED
 
     @property
@@ -255,6 +258,16 @@ class ProblemState:
 
     def is_overdue(self, now: datetime) -> bool:
         return self.is_active and self.deadline is not None and now > self.deadline
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """Why the commander should look at it: `unrouted` (open at a room with no routing rule
+        for its category), `returned_too_often` (more returns than the rules allow)."""
+        return tuple(
+            name
+            for name, on in (("unrouted", self.unrouted), ("returned_too_often", self.returned_too_often))
+            if on
+        )
 
 
 # -- commands ----------------------------------------------------------------------------------
@@ -360,16 +373,18 @@ class Reopen:
 @dataclass(frozen=True, slots=True)
 class Supervise:
     note: str
+    automatic: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Remind:
     reason: str
+    kind: str = "deadline"  # "deadline": before the deadline; "review": a deferral's review date
 
 
 @dataclass(frozen=True, slots=True)
 class MarkOverdue:
-    pass
+    reason: str = "the deadline passed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,6 +395,7 @@ class Withdraw:
 @dataclass(frozen=True, slots=True)
 class Close:
     reason: str
+    automatic: bool = False
 
 
 Command = (
@@ -420,6 +436,9 @@ class Policy(Protocol):
     def unit(self, unit_id: str) -> UnitRef | None: ...
     def proposal(self, district_id: str, category: str, tier: Tier) -> RouteProposal | None: ...
     def return_window_ends(self, holder_since: datetime) -> datetime: ...
+    def returns_flagged(self, returns: int) -> bool: ...
+    @property
+    def rule_version(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -589,6 +608,7 @@ def submit(command: Submit, ctx: Context) -> list[Fact]:
                 "lead_unit_id": lead,
                 "tier": Tier.local.value,
                 "deadline": _iso(deadline),
+                "rule_version": policy.rule_version,
             },
             ctx.now,
         )
@@ -650,8 +670,15 @@ def _escalate(state: ProblemState, cmd: Escalate, ctx: Context) -> list[Fact]:
             reason=cmd.reason,
             deadline=_iso(deadline),
             automatic=cmd.automatic,
+            rule_version=ctx.policy.rule_version,
+            unrouted=_unrouted(state, target, ctx),
         )
     ]
+
+
+def _unrouted(state: ProblemState, tier: Tier, ctx: Context) -> bool:
+    """A district room has no rule for the problem's category: it stays open, flagged."""
+    return tier is Tier.district and ctx.policy.proposal(state.district_id, state.category, tier) is None
 
 
 def _check_units(state: ProblemState, ctx: Context, unit_ids: Sequence[str]) -> None:
@@ -721,7 +748,7 @@ def _assign(state: ProblemState, cmd: Assign, ctx: Context) -> list[Fact]:
             cooperating_unit_ids=list(coops),
             deadline=_iso(deadline),
             note=cmd.note,
-            rule_version=proposal.rule_version if from_proposal and proposal else None,
+            rule_version=ctx.policy.rule_version,
             proposed=from_proposal,
             previous_lead_unit_id=state.lead_unit_id,
         )
@@ -761,6 +788,8 @@ def _decide_return(state: ProblemState, cmd: DecideReturn, ctx: Context) -> list
                 reason=state.return_request["reason"],
                 room_unit_id=state.room_unit_id,
                 note=cmd.note,
+                unrouted=_unrouted(state, state.tier, ctx),
+                flagged=ctx.policy.returns_flagged(state.returns + 1),
             )
         ]
     return [_fact(RETURN_REFUSED, ctx, unit_id=state.lead_unit_id, note=cmd.note)]
@@ -892,18 +921,21 @@ def _supervise(state: ProblemState, cmd: Supervise, ctx: Context) -> list[Fact]:
             tier=state.tier.value,
             by_role=actor.role.value if actor.role else "system",
             by_unit=actor.unit_id,
+            automatic=cmd.automatic,
         )
     ]
 
 
 def _remind(state: ProblemState, cmd: Remind, ctx: Context) -> list[Fact]:
-    _require_status(state, cmd, ACTIVE)
+    _require_status(state, cmd, [Status.deferred] if cmd.kind == "review" else ACTIVE)
     return [
         _fact(
             REMINDED,
             ctx,
             reason=cmd.reason,
+            kind=cmd.kind,
             deadline=_iso(state.deadline),
+            review_on=state.review_on.isoformat() if cmd.kind == "review" and state.review_on else None,
             holder_unit_id=state.holder_unit_id,
         )
     ]
@@ -927,6 +959,7 @@ def _mark_overdue(state: ProblemState, cmd: MarkOverdue, ctx: Context) -> list[F
             deadline=_iso(state.deadline),
             tier=state.tier.value,
             holder_unit_id=state.holder_unit_id,
+            reason=cmd.reason,
         )
     ]
 
@@ -938,7 +971,7 @@ def _withdraw(state: ProblemState, cmd: Withdraw, ctx: Context) -> list[Fact]:
 
 def _close(state: ProblemState, cmd: Close, ctx: Context) -> list[Fact]:
     _require_status(state, cmd, [Status.resolved])
-    return [_fact(CLOSED, ctx, reason=cmd.reason)]
+    return [_fact(CLOSED, ctx, reason=cmd.reason, automatic=cmd.automatic)]
 
 
 _DECIDERS: dict[type, Any] = {
@@ -999,6 +1032,7 @@ def initial(problem_id: str, fact: Fact) -> ProblemState:
         tier_entered_at=at,
         holder_since=at,
         updated_at=at,
+        rule_version=d.get("rule_version"),
     )
 
 
@@ -1027,7 +1061,8 @@ def evolve(state: ProblemState, fact: Fact) -> ProblemState:
                 review_on=None,
                 deferred_at=None,
                 deferred_remaining=None,
-                unrouted=False,
+                unrouted=d.get("unrouted", False),
+                rule_version=d.get("rule_version", s.rule_version),
             )
         case "problem.assigned":
             return replace(
@@ -1040,7 +1075,7 @@ def evolve(state: ProblemState, fact: Fact) -> ProblemState:
                 accepted_at=None,
                 extension_request=None,
                 return_request=None,
-                rule_version=d.get("rule_version"),
+                rule_version=d.get("rule_version", s.rule_version),
                 unrouted=False,
             )
         case "problem.return_requested":
@@ -1063,6 +1098,8 @@ def evolve(state: ProblemState, fact: Fact) -> ProblemState:
                 return_request=None,
                 extension_request=None,
                 returns=s.returns + 1,
+                unrouted=d.get("unrouted", False),
+                returned_too_often=s.returned_too_often or d.get("flagged", False),
             )
         case "problem.return_refused":
             return replace(s, return_request=None)
@@ -1133,7 +1170,11 @@ def evolve(state: ProblemState, fact: Fact) -> ProblemState:
         case "problem.supervised":
             return replace(s, supervisions=s.supervisions + 1)
         case "problem.reminded":
-            return replace(s, reminders=s.reminders + 1)
+            if d.get("kind") == "review":
+                return replace(
+                    s, reminders=s.reminders + 1, review_reminded_on=date.fromisoformat(d["review_on"])
+                )
+            return replace(s, reminders=s.reminders + 1, reminded_for=_dt(d.get("deadline")))
         case "problem.overdue":
             return replace(s, overdue_noted_for=_dt(d.get("deadline")))
         case "problem.withdrawn":

@@ -22,11 +22,11 @@ from app.core.db import Database
 from app.core.errors import AppError, register
 from app.core.pagination import decode_cursor, encode_cursor
 from app.core.requestmeta import RequestMeta, event_metadata
-from app.core.security import Caller, Role
+from app.core.security import SYSTEM, Caller, Role
 from app.directory.rules import RulesRepository
 from app.directory.service import Directory
 from app.events import ConcurrencyConflict, EventStore, NewEvent, RecordedEvent, registry
-from app.problems import domain
+from app.problems import automatic, domain
 from app.problems.domain import Actor, Command, Context, Fact, ProblemState
 from app.problems.projection import view_writes
 from app.problems.schemas import SubmitIn
@@ -59,6 +59,9 @@ for _type, _description in domain.EVENT_DESCRIPTIONS.items():
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
 MAX_ATTEMPTS = 12
+# Automatic actions leave a problem alone while its history is being imported: its latest event
+# was imported less than this long ago (an importer loads a problem's events one by one).
+IMPORT_SETTLING = timedelta(minutes=10)
 _IDEMPOTENCY_NAMESPACE = uuid.UUID("0e4b6f8a-1c2d-4e5f-8a9b-7c6d5e4f3a21")
 SUBMITTERS = (Role.portal, Role.handler, Role.dispatcher, Role.commander, Role.admin)
 
@@ -152,6 +155,7 @@ class ProblemService:
         return state
 
     async def get_row(self, caller: Caller, problem_id: str) -> Any:
+        await self.rules.refresh()  # the aging shown counts with the current calendar
         subtree = (await self.actor(caller)).subtree
         stmt = sa.select(problem_view).where(problem_view.c.id == problem_id)
         scope = scope_filter(caller, subtree)
@@ -178,6 +182,7 @@ class ProblemService:
         cursor: str | None,
         now: datetime | None = None,
     ) -> tuple[list[Any], str | None]:
+        await self.rules.refresh()  # the aging shown counts with the current calendar
         actor = await self.actor(caller)
         key = decode_cursor(cursor, 2)
         after = None
@@ -355,4 +360,52 @@ class ProblemService:
                 await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
                 continue
             return new_state
+        raise AppError("contention", f"problem {problem_id} kept changing; try again")
+
+    # -- automatic actions -----------------------------------------------------------------
+
+    async def automatic(self, problem_id: str, now: datetime) -> Sequence[Fact]:
+        """Append the automatic actions due on the problem at `now` (see `app.problems.automatic`)
+        as the system, in one append; returns the facts appended.
+
+        Safe to run from several processes at once: the facts depend only on the state they are
+        decided on, and their event ids on the action and what it is due for, so a second
+        process deciding on the same state appends nothing (the store sees a replay), and one
+        deciding after the first sees nothing due."""
+        for attempt in range(MAX_ATTEMPTS):
+            state, events = await self.load(problem_id)
+            if state is None:
+                return []
+            latest = events[-1]
+            if latest.metadata.get("imported") and now - latest.recorded_at < IMPORT_SETTLING:
+                return []
+            steps = automatic.plan(state, now, await self.policy(state.district_id))
+            if not steps:
+                return []
+            new_state = state
+            for _, facts in steps:
+                for fact in facts:
+                    new_state = domain.evolve(new_state, fact)
+            new_events = [
+                NewEvent(
+                    fact.type,
+                    fact.data,
+                    event_id=automatic.event_id(problem_id, action, index),
+                    metadata=event_metadata(SYSTEM, None, automatic=action.name),
+                    occurred_at=fact.occurred_at,
+                )
+                for action, facts in steps
+                for index, fact in enumerate(facts)
+            ]
+            try:
+                await self.store.append(
+                    stream_id(problem_id),
+                    state.version,
+                    new_events,
+                    also=view_writes(self.db.backend, state, new_state),
+                )
+            except ConcurrencyConflict:
+                await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
+                continue
+            return [fact for _, facts in steps for fact in facts]
         raise AppError("contention", f"problem {problem_id} kept changing; try again")

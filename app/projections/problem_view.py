@@ -22,6 +22,17 @@ from app.routing.calendar import WorkCalendar
 
 ACTIVE_STATUSES = ("open", "assigned", "in_progress", "deferred")
 SOLVED_STATUSES = ("resolved", "closed")
+FLAGS = ("unrouted", "returned_too_often")
+
+# Conditions of the partial indexes below, written once: a query uses such an index only when its
+# WHERE clause contains the index's condition as written (SQLite) or provably implies it (PostgreSQL,
+# which cannot see through bound parameters, hence literal SQL).
+_ACTIVE_SQL = "status IN ('open', 'assigned', 'in_progress', 'deferred')"
+OVERDUE_PENDING = sa.text(f"{_ACTIVE_SQL} AND (overdue_noted_for IS NULL OR overdue_noted_for <> deadline)")
+REMINDER_PENDING = sa.text(f"{_ACTIVE_SQL} AND (reminded_for IS NULL OR reminded_for <> deadline)")
+RESOLVED = sa.text("status = 'resolved'")
+DEFERRED = sa.text("status = 'deferred'")
+NEEDS_ATTENTION = sa.text("needs_attention")
 
 problem_view = sa.Table(
     "problem_view",
@@ -68,6 +79,17 @@ problem_view = sa.Table(
     sa.Column("satisfied", sa.Boolean, nullable=True),
     sa.Column("rule_version", sa.Integer, nullable=True),
     sa.Column("unrouted", sa.Boolean, nullable=False),
+    sa.Column("returned_too_often", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column(
+        "needs_attention",
+        sa.Boolean,
+        nullable=False,
+        server_default=sa.false(),
+        comment="unrouted or returned_too_often: for the commander",
+    ),
+    sa.Column("overdue_noted_for", UTCDateTime, nullable=True, comment="Deadline marked overdue"),
+    sa.Column("reminded_for", UTCDateTime, nullable=True, comment="Deadline reminded of"),
+    sa.Column("review_reminded_on", sa.Date, nullable=True, comment="Review date reminded of"),
     sa.Column("paused_seconds", sa.Integer, nullable=False),
     sa.Column("last_event", sa.String(60), nullable=False),
     sa.Column("version", sa.Integer, nullable=False),
@@ -78,6 +100,34 @@ problem_view = sa.Table(
     sa.Index("ix_problem_view_lead_unit_id", "lead_unit_id"),
     sa.Index("ix_problem_view_enterprise_id", "enterprise_id"),
     sa.Index("ix_problem_view_source", "source"),
+    # The scheduler's work lists (app.problems.scheduler): each holds only the rows that may
+    # still need an automatic action, so finding what is due is a short range scan however many
+    # problems there are.
+    sa.Index(
+        "ix_problem_view_overdue_pending",
+        "deadline",
+        "id",
+        sqlite_where=OVERDUE_PENDING,
+        postgresql_where=OVERDUE_PENDING,
+    ),
+    sa.Index(
+        "ix_problem_view_reminder_pending",
+        "deadline",
+        "id",
+        sqlite_where=REMINDER_PENDING,
+        postgresql_where=REMINDER_PENDING,
+    ),
+    sa.Index(
+        "ix_problem_view_resolved", "resolved_at", "id", sqlite_where=RESOLVED, postgresql_where=RESOLVED
+    ),
+    sa.Index("ix_problem_view_deferred", "review_on", "id", sqlite_where=DEFERRED, postgresql_where=DEFERRED),
+    sa.Index(
+        "ix_problem_view_needs_attention",
+        "submitted_at",
+        "id",
+        sqlite_where=NEEDS_ATTENTION,
+        postgresql_where=NEEDS_ATTENTION,
+    ),
 )
 
 problem_units = sa.Table(
@@ -193,8 +243,17 @@ class ProblemOut(BaseModel):
     return_request: dict[str, Any] | None
     feedback_score: int | None
     satisfied: bool | None
-    rule_version: int | None
-    unrouted: bool = Field(description="Open at a room with no routing rule for its category.")
+    reminders: int
+    rule_version: int | None = Field(
+        description="The version of the routing rules under which it was last routed "
+        "(submitted, escalated or assigned)."
+    )
+    unrouted: bool = Field(description="Open at a district room with no routing rule for its category.")
+    flags: list[str] = Field(
+        description="Why the commander should look at it: `unrouted`, `returned_too_often` "
+        "(returned more often than the rules' `max_returns`)."
+    )
+    needs_attention: bool = Field(description="Any of `flags` is set.")
     last_event: str
     version: int = Field(description="Number of events in the problem's stream; also its ETag.")
 
@@ -279,8 +338,11 @@ def to_api(row: Any, now: datetime, calendar: WorkCalendar, *, tz: Any, redact: 
         return_request=row.return_request,
         feedback_score=row.feedback_score,
         satisfied=row.satisfied,
+        reminders=row.reminders,
         rule_version=row.rule_version,
         unrouted=row.unrouted,
+        flags=[name for name in FLAGS if getattr(row, name)],
+        needs_attention=row.needs_attention,
         last_event=row.last_event,
         version=row.version,
     )
@@ -301,6 +363,8 @@ class ProblemFilter:
     overdue: bool | None = None
     submitted_from: datetime | None = None
     submitted_to: datetime | None = None
+    needs_attention: bool | None = None
+    flags: tuple[str, ...] = ()
 
 
 def list_query(
@@ -314,7 +378,7 @@ def list_query(
     """Problems newest first by (submitted_at, id), a stable keyset order."""
     pv = problem_view.c
     stmt = sa.select(problem_view).order_by(pv.submitted_at.desc(), pv.id.desc()).limit(limit)
-    conditions: list[sa.ColumnElement[bool]] = []
+    conditions: list[sa.ColumnElement[bool] | sa.TextClause] = []
     if scope is not None:
         conditions.append(scope)
     if flt.status:
@@ -338,6 +402,13 @@ def list_query(
         conditions.append(pv.submitted_at >= flt.submitted_from)
     if flt.submitted_to:
         conditions.append(pv.submitted_at < flt.submitted_to)
+    if flt.needs_attention is not None or flt.flags:
+        if flt.needs_attention is False:
+            conditions.append(sa.not_(pv.needs_attention))
+        else:  # every flag implies needs_attention: the small partial index serves these lists
+            conditions.append(NEEDS_ATTENTION)
+        for name in flt.flags:
+            conditions.append(pv[name].is_(True))
     if after is not None:
         at, last_id = after
         conditions.append(sa.or_(pv.submitted_at < at, sa.and_(pv.submitted_at == at, pv.id < last_id)))

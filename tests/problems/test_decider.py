@@ -110,8 +110,9 @@ def test_a_room_can_override_the_proposal_and_reassign() -> None:
         "fg2",
         ("fg1",),
         deadline,
-        None,
+        3,
     )
+    assert s.facts[-1].data["proposed"] is False, "the rule version in force is recorded, not proposed"
     s.do(FG2, domain.Accept())
     again = s.do(DISPATCHER, domain.Assign(lead_unit_id="fg1"))
     assert (again.status, again.lead_unit_id, again.accepted_at) == (Status.assigned, "fg1", None)

@@ -1,0 +1,156 @@
+"""The scheduler: finds the problems with an automatic action due and has the problem service
+append it (`ProblemService.automatic`). It runs inside every server process (every
+`SCHEDULER_INTERVAL_SECONDS`) and as `dispatchroom tick` for cron-style use.
+
+Finding what is due is indexed SQL over the problem view: each kind of action has a partial index
+holding only the rows that may still need it (see `problem_view`), so a tick reads a short range
+whatever the number of problems, and never scans event streams.
+
+Exactly once, with any number of processes: a tick holds a lease (a transaction-level advisory
+lock on PostgreSQL) so that one process works at a time, and the work itself is idempotent
+anyway, because the actions appended depend only on the problem's state and carry deterministic
+event ids (`app.problems.automatic`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from app.core.clock import Clock
+from app.core.db import Database
+from app.core.errors import AppError
+from app.core.metrics import AUTOMATIC_ACTIONS, SCHEDULER_TICKS
+from app.problems.service import ProblemService
+from app.projections.problem_view import DEFERRED, OVERDUE_PENDING, REMINDER_PENDING, RESOLVED, problem_view
+from app.routing.policy import RoutingPolicy
+
+log = logging.getLogger(__name__)
+
+LEASE_KEY = int.from_bytes(hashlib.sha256(b"scheduler").digest()[:8], "big", signed=True)
+
+
+@dataclass
+class TickReport:
+    ran: bool  # False: another process held the lease
+    events: Counter[str] = field(default_factory=Counter)  # appended, by event type
+    failed: int = 0  # problems whose actions were refused (logged)
+
+    def summary(self) -> str:
+        if not self.ran:
+            return "another process is running the automatic actions; nothing done"
+        done = ", ".join(f"{n} {t}" for t, n in sorted(self.events.items())) or "nothing due"
+        return done + (f"; {self.failed} refused (see the log)" if self.failed else "")
+
+
+class Scheduler:
+    def __init__(
+        self,
+        db: Database,
+        problems: ProblemService,
+        clock: Clock,
+        *,
+        interval_seconds: float,
+        batch: int = 200,
+    ) -> None:
+        self.db = db
+        self.problems = problems
+        self.clock = clock
+        self.interval = interval_seconds
+        self.batch = batch
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Tick every `interval` seconds until `stop` is set (a background worker)."""
+        while not stop.is_set():
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("scheduler tick failed; trying again next time")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.interval)
+
+    async def tick(self) -> TickReport:
+        """Append every automatic action due now, unless another process is at it."""
+        async with self._lease() as held:
+            if not held:
+                SCHEDULER_TICKS.labels("skipped").inc()
+                return TickReport(ran=False)
+            now = self.clock.now()
+            report = TickReport(ran=True)
+            async for problem_id in self._due(now):
+                try:
+                    facts = await self.problems.automatic(problem_id, now)
+                except AppError as exc:
+                    report.failed += 1
+                    log.warning(
+                        "automatic action on problem %s refused: %s %s", problem_id, exc.code, exc.detail
+                    )
+                    continue
+                for fact in facts:
+                    report.events[fact.type] += 1
+                    AUTOMATIC_ACTIONS.labels(fact.type).inc()
+            SCHEDULER_TICKS.labels("ran").inc()
+            return report
+
+    @contextlib.asynccontextmanager
+    async def _lease(self) -> AsyncIterator[bool]:
+        if not self.db.is_postgres:  # one writer at a time anyway; idempotence does the rest
+            yield True
+            return
+        # A transaction-level lock: released when the transaction ends, whatever happens to this
+        # process. The transaction writes nothing, so it holds back no one (not the sequencer).
+        async with self.db.transaction(write=False) as conn:
+            yield bool((await conn.execute(sa.select(sa.func.pg_try_advisory_xact_lock(LEASE_KEY)))).scalar())
+
+    async def _due(self, now: datetime) -> AsyncIterator[str]:
+        """Ids of problems with an action due at `now` (a problem may come up more than once;
+        the second time it has nothing due)."""
+        pv = problem_view.c
+        policy = RoutingPolicy(self.problems.calendar, await self.problems.rules.current(), {})
+        today = policy.calendar.business_date(now)
+        queries: list[tuple[sa.ColumnElement[bool], Any, Any]] = [
+            # overdue: the deadline passed (a second ago) and was not marked yet
+            (sa.and_(OVERDUE_PENDING, pv.deadline <= now - timedelta(seconds=1)), pv.deadline, pv.id),
+            # reminders: not overdue, within the lead time, not reminded of this deadline yet
+            (
+                sa.and_(REMINDER_PENDING, pv.deadline >= now, pv.deadline < policy.reminder_bound(now)),
+                pv.deadline,
+                pv.id,
+            ),
+            # deferrals whose review date has come and was not reminded of yet
+            (
+                sa.and_(
+                    DEFERRED,
+                    pv.review_on <= today,
+                    sa.or_(pv.review_reminded_on.is_(None), pv.review_reminded_on != pv.review_on),
+                ),
+                pv.review_on,
+                pv.id,
+            ),
+            # resolutions whose feedback window has passed
+            (sa.and_(RESOLVED, pv.resolved_at < policy.feedback_bound(now)), pv.resolved_at, pv.id),
+        ]
+        for condition, key, tiebreak in queries:
+            after: tuple[Any, str] | None = None
+            while True:
+                stmt = sa.select(key, tiebreak).where(condition).order_by(key, tiebreak).limit(self.batch)
+                if after is not None:
+                    stmt = stmt.where(sa.tuple_(key, tiebreak) > sa.tuple_(*after))
+                async with self.db.read() as conn:
+                    rows = (await conn.execute(stmt)).all()
+                for row in rows:
+                    yield str(row[1])
+                if len(rows) < self.batch:
+                    break
+                after = (rows[-1][0], rows[-1][1])
