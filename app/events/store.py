@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
@@ -88,6 +88,7 @@ class RecordedEvent:
     occurred_at: datetime
     recorded_at: datetime
     position: int | None = None
+    replayed: bool = False  # returned by an append that found it stored already (a retry)
 
 
 def _normalise(data: dict[str, Any]) -> dict[str, Any]:
@@ -312,7 +313,7 @@ class EventStore:
             if not same:
                 raise EventIdConflict(row["event_id"])
             assert old is not None
-            replayed.append(self._from_row(old))
+            replayed.append(replace(self._from_row(old), replayed=True))
         return replayed
 
     async def _version(self, conn: AsyncConnection, stream_id: str) -> int:

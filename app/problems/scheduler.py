@@ -86,22 +86,24 @@ class Scheduler:
             if not held:
                 SCHEDULER_TICKS.labels("skipped").inc()
                 return TickReport(ran=False)
-            now = self.clock.now()
-            report = TickReport(ran=True)
-            async for problem_id in self._due(now):
-                try:
-                    facts = await self.problems.automatic(problem_id, now)
-                except AppError as exc:
-                    report.failed += 1
-                    log.warning(
-                        "automatic action on problem %s refused: %s %s", problem_id, exc.code, exc.detail
-                    )
-                    continue
-                for fact in facts:
-                    report.events[fact.type] += 1
-                    AUTOMATIC_ACTIONS.labels(fact.type).inc()
+            report = await self.run_due(self.clock.now())
             SCHEDULER_TICKS.labels("ran").inc()
             return report
+
+    async def run_due(self, now: datetime) -> TickReport:
+        """Append every automatic action due at `now`, without the lease (`tick` holds it)."""
+        report = TickReport(ran=True)
+        async for problem_id in self._due(now):
+            try:
+                facts = await self.problems.automatic(problem_id, now)
+            except AppError as exc:
+                report.failed += 1
+                log.warning("automatic action on problem %s refused: %s %s", problem_id, exc.code, exc.detail)
+                continue
+            for fact in facts:
+                report.events[fact.type] += 1
+                AUTOMATIC_ACTIONS.labels(fact.type).inc()
+        return report
 
     @contextlib.asynccontextmanager
     async def _lease(self) -> AsyncIterator[bool]:

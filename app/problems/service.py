@@ -366,7 +366,7 @@ class ProblemService:
 
     async def automatic(self, problem_id: str, now: datetime) -> Sequence[Fact]:
         """Append the automatic actions due on the problem at `now` (see `app.problems.automatic`)
-        as the system, in one append; returns the facts appended.
+        as the system, in one append; returns the facts this call appended.
 
         Safe to run from several processes at once: the facts depend only on the state they are
         decided on, and their event ids on the action and what it is due for, so a second
@@ -398,7 +398,7 @@ class ProblemService:
                 for index, fact in enumerate(facts)
             ]
             try:
-                await self.store.append(
+                recorded = await self.store.append(
                     stream_id(problem_id),
                     state.version,
                     new_events,
@@ -407,5 +407,7 @@ class ProblemService:
             except ConcurrencyConflict:
                 await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
                 continue
+            if recorded[0].replayed:  # another process appended exactly these a moment ago
+                return []
             return [fact for _, facts in steps for fact in facts]
         raise AppError("contention", f"problem {problem_id} kept changing; try again")

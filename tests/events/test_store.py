@@ -72,6 +72,7 @@ async def test_reappending_the_same_events_returns_the_originals(store: EventSto
     original = await store.append("s-1", 0, first)
     again = await store.append("s-1", 0, [NewEvent(e.type, e.data, event_id=e.event_id) for e in first])
     assert [e.event_id for e in again] == [e.event_id for e in original]
+    assert [e.replayed for e in original] == [False, False] and [e.replayed for e in again] == [True, True]
     assert len(await store.read_stream("s-1")) == 2
 
 
