@@ -2,9 +2,9 @@
 
 - `routing_rules`: one row per version of the rule set (read model of `routing-rules`);
 - `calendar_overrides`: admin overrides of the work calendar (read model of `calendar-overrides`);
-- `problem_view`: the flags for the commander (`returned_too_often`, `needs_attention`), which
-  deadline or review date was already marked overdue or reminded of, and partial indexes that
-  hold only the rows that may still need an automatic action.
+- `problem_view`: the flags for the commander (`returned_too_often`, `needs_attention`, with a
+  partial index of the flagged rows) and the scheduler's work lists (`pending_*`: set only while a
+  problem may still need that automatic action, each with an index of the rows where it is set).
 
 Revision ID: 16966f28ee13
 Revises: 9aa688ab587d
@@ -25,19 +25,12 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 JSON = sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql")
-ACTIVE = "status IN ('open', 'assigned', 'in_progress', 'deferred')"
-PARTIAL_INDEXES = {
-    "ix_problem_view_overdue_pending": (
-        ["deadline", "id"],
-        f"{ACTIVE} AND (overdue_noted_for IS NULL OR overdue_noted_for <> deadline)",
-    ),
-    "ix_problem_view_reminder_pending": (
-        ["deadline", "id"],
-        f"{ACTIVE} AND (reminded_for IS NULL OR reminded_for <> deadline)",
-    ),
-    "ix_problem_view_resolved": (["resolved_at", "id"], "status = 'resolved'"),
-    "ix_problem_view_deferred": (["review_on", "id"], "status = 'deferred'"),
-    "ix_problem_view_needs_attention": (["submitted_at", "id"], "needs_attention"),
+INSTANT = app.core.db.UTCDateTime(timezone=True)
+PENDING = {
+    "pending_overdue": (INSTANT, "Deadline not yet marked overdue"),
+    "pending_reminder": (INSTANT, "Deadline not yet reminded of"),
+    "pending_review": (sa.Date(), "Review date not yet reminded of"),
+    "pending_close": (INSTANT, "Resolved, awaiting feedback, since"),
 }
 
 
@@ -47,7 +40,7 @@ def upgrade() -> None:
         sa.Column("day", sa.Date(), nullable=False),
         sa.Column("working", sa.Boolean(), nullable=False),
         sa.Column("note", sa.String(length=500), nullable=False),
-        sa.Column("updated_at", app.core.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", INSTANT, nullable=False),
         sa.Column("updated_by", sa.String(length=64), nullable=False),
         sa.PrimaryKeyConstraint("day", name=op.f("pk_calendar_overrides")),
     )
@@ -57,7 +50,7 @@ def upgrade() -> None:
         sa.Column("rules", JSON, nullable=False),
         sa.Column("changes", JSON, nullable=False, comment="What changed from the previous version"),
         sa.Column("note", sa.String(length=500), nullable=True),
-        sa.Column("changed_at", app.core.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("changed_at", INSTANT, nullable=False),
         sa.Column("changed_by", sa.String(length=64), nullable=False),
         sa.Column("changed_by_name", sa.String(length=200), nullable=True),
         sa.PrimaryKeyConstraint("version", name=op.f("pk_routing_rules")),
@@ -75,43 +68,43 @@ def upgrade() -> None:
                 comment="unrouted or returned_too_often: for the commander",
             )
         )
-        batch.add_column(
-            sa.Column(
-                "overdue_noted_for",
-                app.core.db.UTCDateTime(timezone=True),
-                nullable=True,
-                comment="Deadline marked overdue",
-            )
-        )
-        batch.add_column(
-            sa.Column(
-                "reminded_for",
-                app.core.db.UTCDateTime(timezone=True),
-                nullable=True,
-                comment="Deadline reminded of",
-            )
-        )
-        batch.add_column(
-            sa.Column("review_reminded_on", sa.Date(), nullable=True, comment="Review date reminded of")
-        )
-    for name, (columns, where) in PARTIAL_INDEXES.items():
+        for column, (type_, comment) in PENDING.items():
+            batch.add_column(sa.Column(column, type_, nullable=True, comment=comment))
+    op.create_index(
+        "ix_problem_view_needs_attention",
+        "problem_view",
+        ["submitted_at", "id"],
+        unique=False,
+        sqlite_where=sa.text("needs_attention"),
+        postgresql_where=sa.text("needs_attention"),
+    )
+    for column in PENDING:
+        where = sa.text(f"{column} IS NOT NULL")
         op.create_index(
-            name,
+            f"ix_problem_view_{column}",
             "problem_view",
-            columns,
+            [column, "id"],
             unique=False,
-            sqlite_where=sa.text(where),
-            postgresql_where=sa.text(where),
+            sqlite_where=where,
+            postgresql_where=where,
         )
+    # Problems recorded before this revision: what they may still need. (Nothing was ever marked
+    # overdue or reminded of before, and no rule routed them; the flags start false.)
+    op.execute(
+        "UPDATE problem_view SET pending_overdue = deadline, pending_reminder = deadline "
+        "WHERE status IN ('open', 'assigned', 'in_progress', 'deferred')"
+    )
+    op.execute("UPDATE problem_view SET pending_review = review_on WHERE status = 'deferred'")
+    op.execute("UPDATE problem_view SET pending_close = resolved_at WHERE status = 'resolved'")
 
 
 def downgrade() -> None:
-    for name in PARTIAL_INDEXES:
-        op.drop_index(name, table_name="problem_view")
+    for column in PENDING:
+        op.drop_index(f"ix_problem_view_{column}", table_name="problem_view")
+    op.drop_index("ix_problem_view_needs_attention", table_name="problem_view")
     with op.batch_alter_table("problem_view") as batch:
-        batch.drop_column("review_reminded_on")
-        batch.drop_column("reminded_for")
-        batch.drop_column("overdue_noted_for")
+        for column in reversed(PENDING):
+            batch.drop_column(column)
         batch.drop_column("needs_attention")
         batch.drop_column("returned_too_often")
     op.drop_table("routing_rules")

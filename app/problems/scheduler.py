@@ -2,9 +2,10 @@
 append it (`ProblemService.automatic`). It runs inside every server process (every
 `SCHEDULER_INTERVAL_SECONDS`) and as `dispatchroom tick` for cron-style use.
 
-Finding what is due is indexed SQL over the problem view: each kind of action has a partial index
-holding only the rows that may still need it (see `problem_view`), so a tick reads a short range
-whatever the number of problems, and never scans event streams.
+Finding what is due is indexed SQL over the problem view: each kind of action has a work-list
+column, set only while a problem may still need the action, with an index of the rows where it is
+set (see `problem_view.PENDING`), so a tick reads a short range whatever the number of problems,
+and never scans event streams.
 
 Exactly once, with any number of processes: a tick holds a lease (a transaction-level advisory
 lock on PostgreSQL) so that one process works at a time, and the work itself is idempotent
@@ -31,7 +32,7 @@ from app.core.db import Database
 from app.core.errors import AppError
 from app.core.metrics import AUTOMATIC_ACTIONS, SCHEDULER_TICKS
 from app.problems.service import ProblemService
-from app.projections.problem_view import DEFERRED, OVERDUE_PENDING, REMINDER_PENDING, RESOLVED, problem_view
+from app.projections.problem_view import problem_view
 from app.routing.policy import RoutingPolicy
 
 log = logging.getLogger(__name__)
@@ -118,41 +119,40 @@ class Scheduler:
     async def _due(self, now: datetime) -> AsyncIterator[str]:
         """Ids of problems with an action due at `now` (a problem may come up more than once;
         the second time it has nothing due)."""
-        pv = problem_view.c
         policy = RoutingPolicy(self.problems.calendar, await self.problems.rules.current(), {})
-        today = policy.calendar.business_date(now)
-        queries: list[tuple[sa.ColumnElement[bool], Any, Any]] = [
-            # overdue: the deadline passed (a second ago) and was not marked yet
-            (sa.and_(OVERDUE_PENDING, pv.deadline <= now - timedelta(seconds=1)), pv.deadline, pv.id),
-            # reminders: not overdue, within the lead time, not reminded of this deadline yet
-            (
-                sa.and_(REMINDER_PENDING, pv.deadline >= now, pv.deadline < policy.reminder_bound(now)),
-                pv.deadline,
-                pv.id,
-            ),
-            # deferrals whose review date has come and was not reminded of yet
-            (
-                sa.and_(
-                    DEFERRED,
-                    pv.review_on <= today,
-                    sa.or_(pv.review_reminded_on.is_(None), pv.review_reminded_on != pv.review_on),
-                ),
-                pv.review_on,
-                pv.id,
-            ),
-            # resolutions whose feedback window has passed
-            (sa.and_(RESOLVED, pv.resolved_at < policy.feedback_bound(now)), pv.resolved_at, pv.id),
-        ]
-        for condition, key, tiebreak in queries:
+        for listing in work_lists(now, policy).values():
+            key, problem_id = listing.selected_columns
             after: tuple[Any, str] | None = None
             while True:
-                stmt = sa.select(key, tiebreak).where(condition).order_by(key, tiebreak).limit(self.batch)
+                page = listing.limit(self.batch)
                 if after is not None:
-                    stmt = stmt.where(sa.tuple_(key, tiebreak) > sa.tuple_(*after))
+                    page = page.where(sa.tuple_(key, problem_id) > sa.tuple_(*after))
                 async with self.db.read() as conn:
-                    rows = (await conn.execute(stmt)).all()
+                    rows = (await conn.execute(page)).all()
                 for row in rows:
                     yield str(row[1])
                 if len(rows) < self.batch:
                     break
                 after = (rows[-1][0], rows[-1][1])
+
+
+def work_lists(now: datetime, policy: RoutingPolicy) -> dict[str, sa.Select[Any]]:
+    """The scheduler's queries, one per kind of action: (sort key, problem id) of the problems
+    that may have it due at `now`, in key order; each a range scan of its work-list index."""
+    pv = problem_view.c
+
+    def listing(key: Any, *conditions: Any) -> sa.Select[Any]:
+        return sa.select(key, pv.id).where(*conditions).order_by(key, pv.id)
+
+    return {
+        # the deadline passed (a second ago) and was not marked overdue yet
+        "overdue": listing(pv.pending_overdue, pv.pending_overdue <= now - timedelta(seconds=1)),
+        # within the reminder lead time of the deadline, not reminded of it yet
+        "remind": listing(
+            pv.pending_reminder, pv.pending_reminder >= now, pv.pending_reminder < policy.reminder_bound(now)
+        ),
+        # the deferral's review date has come
+        "review": listing(pv.pending_review, pv.pending_review <= policy.calendar.business_date(now)),
+        # the feedback window after the resolution has passed
+        "close": listing(pv.pending_close, pv.pending_close < policy.feedback_bound(now)),
+    }

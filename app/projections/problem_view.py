@@ -23,16 +23,20 @@ from app.routing.calendar import WorkCalendar
 ACTIVE_STATUSES = ("open", "assigned", "in_progress", "deferred")
 SOLVED_STATUSES = ("resolved", "closed")
 FLAGS = ("unrouted", "returned_too_often")
-
-# Conditions of the partial indexes below, written once: a query uses such an index only when its
-# WHERE clause contains the index's condition as written (SQLite) or provably implies it (PostgreSQL,
-# which cannot see through bound parameters, hence literal SQL).
-_ACTIVE_SQL = "status IN ('open', 'assigned', 'in_progress', 'deferred')"
-OVERDUE_PENDING = sa.text(f"{_ACTIVE_SQL} AND (overdue_noted_for IS NULL OR overdue_noted_for <> deadline)")
-REMINDER_PENDING = sa.text(f"{_ACTIVE_SQL} AND (reminded_for IS NULL OR reminded_for <> deadline)")
-RESOLVED = sa.text("status = 'resolved'")
-DEFERRED = sa.text("status = 'deferred'")
+# The condition of the partial index on flagged problems, written once: a query uses the index
+# only when its WHERE clause contains this condition as written (SQLite) or provably implies it
+# (PostgreSQL, which cannot see through bound parameters, hence literal SQL).
 NEEDS_ATTENTION = sa.text("needs_attention")
+# The scheduler's work lists (`app.problems.scheduler`): a column per kind of automatic action,
+# set only while the problem may still need it, with an index of the rows where it is set, so
+# that finding what is due is a short range scan however many problems there are.
+PENDING = ("pending_overdue", "pending_reminder", "pending_review", "pending_close")
+
+
+def _pending_index(column: str) -> sa.Index:
+    where = sa.text(f"{column} IS NOT NULL")
+    return sa.Index(f"ix_problem_view_{column}", column, "id", sqlite_where=where, postgresql_where=where)
+
 
 problem_view = sa.Table(
     "problem_view",
@@ -87,9 +91,10 @@ problem_view = sa.Table(
         server_default=sa.false(),
         comment="unrouted or returned_too_often: for the commander",
     ),
-    sa.Column("overdue_noted_for", UTCDateTime, nullable=True, comment="Deadline marked overdue"),
-    sa.Column("reminded_for", UTCDateTime, nullable=True, comment="Deadline reminded of"),
-    sa.Column("review_reminded_on", sa.Date, nullable=True, comment="Review date reminded of"),
+    sa.Column("pending_overdue", UTCDateTime, nullable=True, comment="Deadline not yet marked overdue"),
+    sa.Column("pending_reminder", UTCDateTime, nullable=True, comment="Deadline not yet reminded of"),
+    sa.Column("pending_review", sa.Date, nullable=True, comment="Review date not yet reminded of"),
+    sa.Column("pending_close", UTCDateTime, nullable=True, comment="Resolved, awaiting feedback, since"),
     sa.Column("paused_seconds", sa.Integer, nullable=False),
     sa.Column("last_event", sa.String(60), nullable=False),
     sa.Column("version", sa.Integer, nullable=False),
@@ -100,27 +105,7 @@ problem_view = sa.Table(
     sa.Index("ix_problem_view_lead_unit_id", "lead_unit_id"),
     sa.Index("ix_problem_view_enterprise_id", "enterprise_id"),
     sa.Index("ix_problem_view_source", "source"),
-    # The scheduler's work lists (app.problems.scheduler): each holds only the rows that may
-    # still need an automatic action, so finding what is due is a short range scan however many
-    # problems there are.
-    sa.Index(
-        "ix_problem_view_overdue_pending",
-        "deadline",
-        "id",
-        sqlite_where=OVERDUE_PENDING,
-        postgresql_where=OVERDUE_PENDING,
-    ),
-    sa.Index(
-        "ix_problem_view_reminder_pending",
-        "deadline",
-        "id",
-        sqlite_where=REMINDER_PENDING,
-        postgresql_where=REMINDER_PENDING,
-    ),
-    sa.Index(
-        "ix_problem_view_resolved", "resolved_at", "id", sqlite_where=RESOLVED, postgresql_where=RESOLVED
-    ),
-    sa.Index("ix_problem_view_deferred", "review_on", "id", sqlite_where=DEFERRED, postgresql_where=DEFERRED),
+    *(_pending_index(column) for column in PENDING),
     sa.Index(
         "ix_problem_view_needs_attention",
         "submitted_at",

@@ -11,10 +11,14 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from app.core.clock import ManualClock
 from app.core.settings import Settings
 from app.main import Services
+from app.problems.scheduler import work_lists
+from app.projections.problem_view import ProblemFilter, list_query
+from app.routing.policy import RoutingPolicy
 from tests.conftest import T0
 from tests.factories import D1, City, build_city, command, submit
 from tests.instances import another_instance
@@ -162,3 +166,32 @@ async def test_imported_histories_are_routed_as_of_their_dates(
         ("problem.overdue", "2026-10-24T00:00:00+08:00"),
     ]
     assert (await services.scheduler.tick()).events == Counter()
+
+
+async def test_the_work_lists_are_range_scans_of_their_indexes(
+    services: Services, clock: ManualClock
+) -> None:
+    policy = RoutingPolicy(services.calendar, await services.rules.current(), {})
+    lists = work_lists(clock.now(), policy)
+    db = services.db
+    explain = "EXPLAIN " if db.is_postgres else "EXPLAIN QUERY PLAN "
+
+    def explained(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> Any:
+        return explain + statement, params
+
+    expected = {
+        "overdue": "ix_problem_view_pending_overdue",
+        "remind": "ix_problem_view_pending_reminder",
+        "review": "ix_problem_view_pending_review",
+        "close": "ix_problem_view_pending_close",
+    }
+    async with db.read() as conn:
+        if db.is_postgres:  # an empty table: make the planner show which indexes it *can* use
+            await conn.exec_driver_sql("SET enable_seqscan = off")
+        sa.event.listen(conn.sync_connection, "before_cursor_execute", explained, retval=True)
+        for name, listing in lists.items():
+            plan = "\n".join(str(row[-1]) for row in (await conn.execute(listing.limit(200))).all())
+            assert expected[name] in plan, (name, plan)
+        flagged = list_query(ProblemFilter(flags=("unrouted",)), None, clock.now(), after=None, limit=50)
+        plan = "\n".join(str(row[-1]) for row in (await conn.execute(flagged)).all())
+        assert "ix_problem_view_needs_attention" in plan, plan
