@@ -101,14 +101,16 @@ def view_writes(dialect: str, before: ProblemState | None, after: ProblemState) 
                 problem_units.c.problem_id == after.id, problem_units.c.unit_id.in_(removed)
             )
         )
-    if added:
-        stmts.append(
-            upsert(
-                dialect,
-                problem_units,
-                [{"problem_id": after.id, "unit_id": u} for u in added],
-                key=["problem_id", "unit_id"],
-                update=[],
-            )
+    # One single-row statement per unit: SQLAlchemy caches the compiled form of the whole append
+    # only if every part has a cache key, and a multi-row VALUES has none.
+    stmts += [
+        upsert(
+            dialect,
+            problem_units,
+            {"problem_id": after.id, "unit_id": u},
+            key=["problem_id", "unit_id"],
+            update=[],
         )
+        for u in added
+    ]
     return stmts

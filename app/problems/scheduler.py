@@ -94,7 +94,7 @@ class Scheduler:
     async def run_due(self, now: datetime) -> TickReport:
         """Append every automatic action due at `now`, without the lease (`tick` holds it)."""
         report = TickReport(ran=True)
-        async for problem_id in self._due(now):
+        async for problem_id in self.due_problems(now):
             try:
                 facts = await self.problems.automatic(problem_id, now)
             except AppError as exc:
@@ -116,7 +116,7 @@ class Scheduler:
         async with self.db.transaction(write=False) as conn:
             yield bool((await conn.execute(sa.select(sa.func.pg_try_advisory_xact_lock(LEASE_KEY)))).scalar())
 
-    async def _due(self, now: datetime) -> AsyncIterator[str]:
+    async def due_problems(self, now: datetime) -> AsyncIterator[str]:
         """Ids of problems with an action due at `now` (a problem may come up more than once;
         the second time it has nothing due)."""
         policy = RoutingPolicy(self.problems.calendar, await self.problems.rules.current(), {})
