@@ -108,7 +108,11 @@ class Services:
             )
         self.problems = ProblemService(self.db, self.store, self.directory, self.rules, self.calendar, clock)
         self.scheduler = Scheduler(
-            self.db, self.problems, clock, interval_seconds=settings.scheduler_interval_seconds
+            self.db,
+            self.problems,
+            clock,
+            interval_seconds=settings.scheduler_interval_seconds,
+            import_settle_seconds=settings.import_settle_seconds,
         )
         if settings.scheduler_interval_seconds > 0:
             self.workers.append(self.scheduler.run)

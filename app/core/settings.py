@@ -62,6 +62,12 @@ class Settings(BaseSettings):
         description="How long a process may use its cached routing rules and calendar overrides "
         "before checking whether another process changed them.",
     )
+    import_settle_seconds: float = Field(
+        600,
+        ge=0,
+        description="Automatic actions leave a problem alone while its latest event was imported "
+        "(occurred_at) less than this long ago, so that an import can finish its history first.",
+    )
     clock_offset_seconds: int = Field(
         0, description="Tests only: this process's clock runs this far ahead (refused in production)."
     )

@@ -61,12 +61,14 @@ class Scheduler:
         clock: Clock,
         *,
         interval_seconds: float,
+        import_settle_seconds: float,
         batch: int = 200,
     ) -> None:
         self.db = db
         self.problems = problems
         self.clock = clock
         self.interval = interval_seconds
+        self.import_settle = timedelta(seconds=import_settle_seconds)
         self.batch = batch
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -96,7 +98,7 @@ class Scheduler:
         report = TickReport(ran=True)
         async for problem_id in self.due_problems(now):
             try:
-                facts = await self.problems.automatic(problem_id, now)
+                facts = await self.problems.automatic(problem_id, now, import_settle=self.import_settle)
             except AppError as exc:
                 report.failed += 1
                 log.warning("automatic action on problem %s refused: %s %s", problem_id, exc.code, exc.detail)

@@ -59,9 +59,6 @@ for _type, _description in domain.EVENT_DESCRIPTIONS.items():
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
 MAX_ATTEMPTS = 12
-# Automatic actions leave a problem alone while its history is being imported: its latest event
-# was imported less than this long ago (an importer loads a problem's events one by one).
-IMPORT_SETTLING = timedelta(minutes=10)
 _IDEMPOTENCY_NAMESPACE = uuid.UUID("0e4b6f8a-1c2d-4e5f-8a9b-7c6d5e4f3a21")
 SUBMITTERS = (Role.portal, Role.handler, Role.dispatcher, Role.commander, Role.admin)
 
@@ -364,20 +361,23 @@ class ProblemService:
 
     # -- automatic actions -----------------------------------------------------------------
 
-    async def automatic(self, problem_id: str, now: datetime) -> Sequence[Fact]:
+    async def automatic(
+        self, problem_id: str, now: datetime, *, import_settle: timedelta = timedelta(0)
+    ) -> Sequence[Fact]:
         """Append the automatic actions due on the problem at `now` (see `app.problems.automatic`)
         as the system, in one append; returns the facts this call appended.
 
         Safe to run from several processes at once: the facts depend only on the state they are
         decided on, and their event ids on the action and what it is due for, so a second
         process deciding on the same state appends nothing (the store sees a replay), and one
-        deciding after the first sees nothing due."""
+        deciding after the first sees nothing due. A problem whose latest event was imported
+        less than `import_settle` ago is left alone: its history may still be arriving."""
         for attempt in range(MAX_ATTEMPTS):
             state, events = await self.load(problem_id)
             if state is None:
                 return []
             latest = events[-1]
-            if latest.metadata.get("imported") and now - latest.recorded_at < IMPORT_SETTLING:
+            if latest.metadata.get("imported") and now - latest.recorded_at < import_settle:
                 return []
             steps = automatic.plan(state, now, await self.policy(state.district_id))
             if not steps:
