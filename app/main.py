@@ -49,6 +49,15 @@ command room (市总调度室). Every change is an event in an append-only log.
 **Concurrency**: problems carry an `ETag` (their version); send it as `If-Match` on commands.
 **Idempotency**: `Idempotency-Key` on `POST /v1/problems`. **Lists**: `limit` and `cursor` in,
 `items` and `next_cursor` out. **Times**: ISO 8601 with offset.
+
+**Routing** is data: the rules (`/v1/routing/rules`: who leads each district's categories, city
+jurisdiction, deadlines in working days, automatic escalation, the feedback, return and reminder
+windows) and the work calendar (`/v1/calendar`: official holidays and make-up days, admin
+overrides). **Automatic actions** are events of the caller `system` in a problem's audit trail,
+each with its reason: a reminder (`problem.reminded`) before a deadline and on a deferral's review
+date; `problem.overdue` once per deadline, with `problem.escalated` where the rules escalate
+automatically or `problem.supervised` at the city tier; `problem.closed` when the feedback window
+has passed. Each is appended once, as of the instant it fell due.
 """
 
 TAGS = [

@@ -252,7 +252,9 @@ async def list_problem_events(
     settings: Annotated[Settings, Depends(get_settings)],
 ) -> list[EventOut]:
     """Every event of the problem in stream order: who (metadata `actor`, `role`, `unit`),
-    what (`type`, `data`) and when (`occurred_at`, business time; `recorded_at`, server time)."""
+    what (`type`, `data`) and when (`occurred_at`, business time; `recorded_at`, server time).
+    Automatic actions have the actor `system`, metadata `automatic` (the action) and their
+    `reason` in `data`."""
     events = await service.history(caller, problem_id)
     return [
         EventOut(
