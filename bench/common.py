@@ -80,3 +80,48 @@ async def measure(name: str, clients: int, seconds: float, op: Callable[[int, in
     start = time.perf_counter()
     await asyncio.gather(*(loop(c) for c in range(clients)))
     return Rate(name, len(latencies), time.perf_counter() - start, latencies)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@asynccontextmanager
+async def running(
+    command: list[str], env: dict[str, str], port: int, health: str = "/docs"
+) -> AsyncIterator[str]:
+    """Start a server process and wait until it answers on `port`; stop it afterwards."""
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    full_env = {**os.environ, **env}
+    proc = subprocess.Popen(command, env=full_env, stdout=subprocess.DEVNULL, stderr=sys.stderr)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient() as client:
+            for _ in range(600):
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{command[0]} exited with {proc.returncode}")
+                try:
+                    if (await client.get(base + health, timeout=1)).status_code < 500:
+                        break
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.1)
+            else:
+                raise TimeoutError(f"{' '.join(command)} did not start")
+        yield base
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -196,6 +196,8 @@ class Database:
         async with self.engine.connect() as conn:
             if self.is_sqlite:
                 await conn.execution_options(sqlite_begin="NONE")
+            else:  # no BEGIN/ROLLBACK round trips around a read
+                await conn.execution_options(isolation_level="AUTOCOMMIT")
             yield conn
 
     async def dispose(self) -> None:

@@ -344,11 +344,15 @@ class EventStore:
             self._positions_changed.set()
         return assigned
 
-    async def wait_appended(self, seconds: float) -> None:
-        """Wait until this process appends (at most `seconds`); used by the sequencer loop."""
+    async def wait_appended(self, seconds: float) -> bool:
+        """Wait until this process appends (at most `seconds`); used by the sequencer loop.
+        Returns whether an append woke it."""
+        woken = False
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._appended.wait(), seconds)
+            woken = True
         self._appended.clear()
+        return woken
 
     async def wait_for_positions(self, seconds: float) -> None:
         """Wait until this process sees new positions (at most `seconds`); used by followers."""

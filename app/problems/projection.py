@@ -101,8 +101,8 @@ def view_writes(dialect: str, before: ProblemState | None, after: ProblemState) 
                 problem_units.c.problem_id == after.id, problem_units.c.unit_id.in_(removed)
             )
         )
-    # One single-row statement per unit: SQLAlchemy caches the compiled form of the whole append
-    # only if every part has a cache key, and a multi-row VALUES has none.
+    # One single-row statement per unit: SQLAlchemy caches their compiled form (a multi-row
+    # VALUES would be compiled anew for every command).
     stmts += [
         upsert(
             dialect,
