@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, 
 
 from app.core.deps import AdminDep, CallerDep, MetaDep, parse_if_match
 from app.core.errors import AppError, responses
-from app.core.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, decode_cursor, encode_cursor
+from app.core.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, decode_cursor, next_page
 from app.directory.calendar import CalendarOverrides
 from app.directory.rules import RulesRepository
 from app.directory.schemas import (
@@ -141,11 +141,9 @@ async def list_routing_rule_versions(
     """Versions newest first; `GET /v1/routing/rules?version=N` shows one in full."""
     after = decode_cursor(cursor, 1)
     rows = await rules.history(limit=limit + 1, before=int(after[0]) if after else None)
-    more = len(rows) > limit
-    rows = rows[:limit]
+    page, next_cursor = next_page(rows, limit, lambda r: [r.version])
     return Page[RuleVersionOut](
-        items=[RuleVersionOut.model_validate(r, from_attributes=True) for r in rows],
-        next_cursor=encode_cursor([rows[-1].version]) if more else None,
+        items=[RuleVersionOut.model_validate(r, from_attributes=True) for r in page], next_cursor=next_cursor
     )
 
 
@@ -213,12 +211,8 @@ async def list_calendar_overrides(
         except ValueError as exc:
             raise AppError("invalid_cursor", "the cursor is not one this service issued") from exc
     rows = await overrides.list(start, to, limit=limit + 1)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return Page[OverrideOut](
-        items=[_override_out(r) for r in rows],
-        next_cursor=encode_cursor([rows[-1].day.isoformat()]) if more else None,
-    )
+    page, next_cursor = next_page(rows, limit, lambda r: [r.day.isoformat()])
+    return Page[OverrideOut](items=[_override_out(r) for r in page], next_cursor=next_cursor)
 
 
 def _override_out(row: Any) -> OverrideOut:

@@ -161,33 +161,8 @@ class AutoEscalate(Strict):
     district: bool = False
 
 
-class RuleSetIn(Strict):
-    """A whole rule set: what is left out takes its default (not its current value)."""
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "example": {
-                "routes": [
-                    {
-                        "district_id": "220102",
-                        "category": "utilities",
-                        "lead_unit_id": "220102-utilities",
-                        "cooperating_unit_ids": ["220102-approvals"],
-                    },
-                    {"district_id": "220102", "category": "*", "lead_unit_id": "220102-approvals"},
-                ],
-                "city_categories": ["environmental_assessment", "demolition"],
-                "deadlines": {"local": 3, "district": 10, "city": 20},
-                "urgent_factor": 0.5,
-                "auto_escalate": {"local": True, "district": False},
-                "feedback_window_days": 5,
-                "return_window_days": 1,
-                "max_returns": 2,
-                "reminder_lead_days": 1,
-                "note": "南关区要素保障组牵头水电气暖问题",
-            }
-        }
-    )
+class RuleSetFields(Strict):
+    """A whole rule set: what a request leaves out takes its default (not its current value)."""
 
     routes: Annotated[list[RouteIn], Field(max_length=10_000)] = Field(
         default_factory=list,
@@ -215,7 +190,10 @@ class RuleSetIn(Strict):
         description="Working days after resolution without feedback before the system closes it.",
     )
     return_window_days: int = Field(
-        1, ge=0, le=30, description="Working days after assignment during which the lead unit may return it."
+        1,
+        ge=0,
+        le=30,
+        description="Working days after assignment during which the lead unit may return it.",
     )
     max_returns: int = Field(
         2, ge=0, le=100, description="A problem returned more often is flagged `returned_too_often`."
@@ -224,21 +202,39 @@ class RuleSetIn(Strict):
         1, ge=0, le=60, description="The system reminds the holder when this many working days are left."
     )
     response_window_days: int = Field(1, ge=1, le=60, description="Working days to accept an assignment.")
+
+
+class RuleSetIn(RuleSetFields):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "routes": [
+                    {
+                        "district_id": "220102",
+                        "category": "utilities",
+                        "lead_unit_id": "220102-utilities",
+                        "cooperating_unit_ids": ["220102-approvals"],
+                    },
+                    {"district_id": "220102", "category": "*", "lead_unit_id": "220102-approvals"},
+                ],
+                "city_categories": ["environmental_assessment", "demolition"],
+                "deadlines": {"local": 3, "district": 10, "city": 20},
+                "urgent_factor": 0.5,
+                "auto_escalate": {"local": True, "district": False},
+                "feedback_window_days": 5,
+                "return_window_days": 1,
+                "max_returns": 2,
+                "reminder_lead_days": 1,
+                "note": "南关区要素保障组牵头水电气暖问题",
+            }
+        }
+    )
+
     note: ShortText | None = Field(None, description="Why the rules change (kept in the history).")
 
 
-class RuleSetOut(BaseModel):
+class RuleSetOut(RuleSetFields):
     version: int = Field(description="The rule-set version (also the `ETag`); 0: the defaults.")
-    routes: list[RouteIn]
-    city_categories: list[str]
-    deadlines: Deadlines
-    urgent_factor: float
-    auto_escalate: AutoEscalate
-    feedback_window_days: int
-    return_window_days: int
-    max_returns: int
-    reminder_lead_days: int
-    response_window_days: int
     note: str | None = None
     changed_at: datetime | None = None
     changed_by: str | None = Field(None, description="The key that made this version.")

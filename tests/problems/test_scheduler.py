@@ -195,3 +195,6 @@ async def test_the_work_lists_are_range_scans_of_their_indexes(
         flagged = list_query(ProblemFilter(flags=("unrouted",)), None, clock.now(), after=None, limit=50)
         plan = "\n".join(str(row[-1]) for row in (await conn.execute(flagged)).all())
         assert "ix_problem_view_needs_attention" in plan, plan
+        sa.event.remove(conn.sync_connection, "before_cursor_execute", explained)
+        if db.is_postgres:
+            await conn.exec_driver_sql("RESET enable_seqscan")
