@@ -2,8 +2,9 @@
 
 - `routing_rules`: one row per version of the rule set (read model of `routing-rules`);
 - `calendar_overrides`: admin overrides of the work calendar (read model of `calendar-overrides`);
-- `problem_view`: the flags for the commander (`returned_too_often`, `needs_attention`, with a
-  partial index of the flagged rows) and the scheduler's work lists (`pending_*`: set only while a
+- `problem_view`: what the enterprise is told (`status_note`), the flags for the commander
+  (`returned_too_often`, `needs_attention`, with a partial index of the flagged rows) and the
+  scheduler's work lists (`pending_*`: set only while a
   problem may still need that automatic action, each with an index of the rows where it is set).
 
 Revision ID: 16966f28ee13
@@ -60,6 +61,9 @@ def upgrade() -> None:
             sa.Column("returned_too_often", sa.Boolean(), server_default=sa.text("false"), nullable=False)
         )
         batch.add_column(
+            sa.Column("status_note", sa.Text(), nullable=True, comment="What the enterprise is told")
+        )
+        batch.add_column(
             sa.Column(
                 "needs_attention",
                 sa.Boolean(),
@@ -106,6 +110,7 @@ def downgrade() -> None:
         for column in reversed(PENDING):
             batch.drop_column(column)
         batch.drop_column("needs_attention")
+        batch.drop_column("status_note")
         batch.drop_column("returned_too_often")
     op.drop_table("routing_rules")
     op.drop_table("calendar_overrides")

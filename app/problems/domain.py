@@ -233,6 +233,7 @@ class ProblemState:
     rule_version: int | None = None
     unrouted: bool = False
     returned_too_often: bool = False
+    status_note: str | None = None
     overdue_noted_for: datetime | None = None
     reminded_for: datetime | None = None
     review_reminded_on: date | None = None
@@ -570,6 +571,15 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+def _by(ctx: Context, deadline: datetime) -> str:
+    """'due by' in the words of a status note (the city's date)."""
+    return f"限 {ctx.policy.business_date(deadline).isoformat()} 前办结"
+
+
+CLOSED_NOTE = "已销号"
+_ROOM_NAMES = {Tier.district: "区调度室", Tier.city: "市总调度室"}
+
+
 def _require_status(state: ProblemState, command: Command, allowed: Iterable[Status]) -> None:
     allowed = tuple(allowed)
     if state.status not in allowed:
@@ -609,6 +619,7 @@ def submit(command: Submit, ctx: Context) -> list[Fact]:
                 "tier": Tier.local.value,
                 "deadline": _iso(deadline),
                 "rule_version": policy.rule_version,
+                "status_note": f"已受理，{_by(ctx, deadline)}",
             },
             ctx.now,
         )
@@ -672,6 +683,7 @@ def _escalate(state: ProblemState, cmd: Escalate, ctx: Context) -> list[Fact]:
             automatic=cmd.automatic,
             rule_version=ctx.policy.rule_version,
             unrouted=_unrouted(state, target, ctx),
+            status_note=f"已提交{_ROOM_NAMES[target]}协调，{_by(ctx, deadline)}",
         )
     ]
 
@@ -751,6 +763,7 @@ def _assign(state: ProblemState, cmd: Assign, ctx: Context) -> list[Fact]:
             rule_version=ctx.policy.rule_version,
             proposed=from_proposal,
             previous_lead_unit_id=state.lead_unit_id,
+            status_note=f"已交牵头单位办理，{_by(ctx, deadline)}",
         )
     ]
 
@@ -824,19 +837,31 @@ def _decide_extension(state: ProblemState, cmd: DecideExtension, ctx: Context) -
     if state.extension_request is None:
         raise AppError("no_extension_pending", "there is no extension request to decide")
     _require_status(state, cmd, ACTIVE)
-    deadline = None
-    if cmd.approve:
-        deadline = cmd.deadline or datetime.fromisoformat(state.extension_request["requested_deadline"])
-        if deadline <= ctx.now:
-            raise AppError("invalid_deadline", "the approved deadline must lie in the future")
+    if not cmd.approve:
+        previous = _iso(state.deadline)
+        return [
+            _fact(
+                EXTENSION_DECIDED,
+                ctx,
+                approved=False,
+                deadline=None,
+                note=cmd.note,
+                previous_deadline=previous,
+            )
+        ]
+    deadline = cmd.deadline or datetime.fromisoformat(state.extension_request["requested_deadline"])
+    if deadline <= ctx.now:
+        raise AppError("invalid_deadline", "the approved deadline must lie in the future")
+    reason = state.extension_request["reason"]
     return [
         _fact(
             EXTENSION_DECIDED,
             ctx,
-            approved=cmd.approve,
+            approved=True,
             deadline=_iso(deadline),
             note=cmd.note,
             previous_deadline=_iso(state.deadline),
+            status_note=f"经批准延期（{reason}），{_by(ctx, deadline)}",
         )
     ]
 
@@ -859,6 +884,7 @@ def _defer(state: ProblemState, cmd: Defer, ctx: Context) -> list[Fact]:
             deadline=_iso(deadline),
             status_before=state.status.value,
             previous_deadline=_iso(state.deadline),
+            status_note=f"暂缓办理：{cmd.explanation}（已制定阶段计划，{cmd.review_on.isoformat()} 复核）",
         )
     ]
 
@@ -869,7 +895,16 @@ def _resume(state: ProblemState, cmd: Resume, ctx: Context) -> list[Fact]:
     # The clock was paused: the unit gets back the working days it had left when it deferred.
     deadline = ctx.policy.add_working_days(ctx.now, state.deferred_remaining or 1)
     paused = int((ctx.now - state.deferred_at).total_seconds())
-    return [_fact(RESUMED, ctx, note=cmd.note, deadline=_iso(deadline), paused_seconds=paused)]
+    return [
+        _fact(
+            RESUMED,
+            ctx,
+            note=cmd.note,
+            deadline=_iso(deadline),
+            paused_seconds=paused,
+            status_note=f"恢复办理，{_by(ctx, deadline)}",
+        )
+    ]
 
 
 def _resolve(state: ProblemState, cmd: Resolve, ctx: Context) -> list[Fact]:
@@ -885,6 +920,7 @@ def _resolve(state: ProblemState, cmd: Resolve, ctx: Context) -> list[Fact]:
             tier=state.tier.value,
             on_time=on_time,
             deadline=_iso(state.deadline),
+            status_note=f"已办结：{cmd.resolution}",
         )
     ]
 
@@ -894,7 +930,7 @@ def _feedback(state: ProblemState, cmd: Feedback, ctx: Context) -> list[Fact]:
     satisfied = cmd.score >= 4
     facts = [_fact(FEEDBACK_RECEIVED, ctx, score=cmd.score, comment=cmd.comment, satisfied=satisfied)]
     if satisfied:
-        facts.append(_fact(CLOSED, ctx, reason="satisfied"))
+        facts.append(_fact(CLOSED, ctx, reason="satisfied", status_note=CLOSED_NOTE))
     else:
         facts.append(_reopen_fact(state, ctx, "the enterprise is not satisfied"))
     return facts
@@ -902,7 +938,8 @@ def _feedback(state: ProblemState, cmd: Feedback, ctx: Context) -> list[Fact]:
 
 def _reopen_fact(state: ProblemState, ctx: Context, reason: str) -> Fact:
     deadline = ctx.policy.deadline(ctx.now, state.tier, state.urgency.value)
-    return _fact(REOPENED, ctx, reason=reason, deadline=_iso(deadline))
+    note = f"重新办理，{_by(ctx, deadline)}"
+    return _fact(REOPENED, ctx, reason=reason, deadline=_iso(deadline), status_note=note)
 
 
 def _reopen(state: ProblemState, cmd: Reopen, ctx: Context) -> list[Fact]:
@@ -966,12 +1003,12 @@ def _mark_overdue(state: ProblemState, cmd: MarkOverdue, ctx: Context) -> list[F
 
 def _withdraw(state: ProblemState, cmd: Withdraw, ctx: Context) -> list[Fact]:
     _require_status(state, cmd, ACTIVE)
-    return [_fact(WITHDRAWN, ctx, reason=cmd.reason)]
+    return [_fact(WITHDRAWN, ctx, reason=cmd.reason, status_note=f"已撤回：{cmd.reason}")]
 
 
 def _close(state: ProblemState, cmd: Close, ctx: Context) -> list[Fact]:
     _require_status(state, cmd, [Status.resolved])
-    return [_fact(CLOSED, ctx, reason=cmd.reason, automatic=cmd.automatic)]
+    return [_fact(CLOSED, ctx, reason=cmd.reason, automatic=cmd.automatic, status_note=CLOSED_NOTE)]
 
 
 _DECIDERS: dict[type, Any] = {
@@ -1033,13 +1070,20 @@ def initial(problem_id: str, fact: Fact) -> ProblemState:
         holder_since=at,
         updated_at=at,
         rule_version=d.get("rule_version"),
+        status_note=d.get("status_note"),
     )
 
 
 def evolve(state: ProblemState, fact: Fact) -> ProblemState:
     d = fact.data
     at = fact.occurred_at
-    s = replace(state, version=state.version + 1, updated_at=max(at, state.updated_at), last_event=fact.type)
+    s = replace(
+        state,
+        version=state.version + 1,
+        updated_at=max(at, state.updated_at),
+        last_event=fact.type,
+        status_note=d.get("status_note", state.status_note),
+    )
     match fact.type:
         case "problem.accepted":
             return replace(s, status=Status.in_progress, accepted_at=at)

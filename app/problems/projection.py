@@ -57,6 +57,7 @@ def view_row(state: ProblemState) -> dict[str, Any]:
         "rule_version": state.rule_version,
         "unrouted": state.unrouted,
         "returned_too_often": state.returned_too_often,
+        "status_note": state.status_note,
         "needs_attention": bool(state.flags),
         **pending(state),
         "paused_seconds": state.paused_seconds,

@@ -84,6 +84,7 @@ problem_view = sa.Table(
     sa.Column("rule_version", sa.Integer, nullable=True),
     sa.Column("unrouted", sa.Boolean, nullable=False),
     sa.Column("returned_too_often", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("status_note", sa.Text, nullable=True, comment="What the enterprise is told"),
     sa.Column(
         "needs_attention",
         sa.Boolean,
@@ -212,6 +213,11 @@ class ProblemOut(BaseModel):
     )
     time_to_resolve: timedelta | None = Field(description="Submission to resolution, for solved problems.")
     review_on: date | None = Field(description="Deferred problems: the review date.")
+    status_note: str | None = Field(
+        description="What the enterprise is told about where its problem stands (Chinese): "
+        "accepted, escalated, assigned, an approved extension and its new date, deferred with "
+        "the explanation and review date, resolved, closed, withdrawn."
+    )
     submitted_at: datetime
     tier_entered_at: datetime
     accepted_at: datetime | None
@@ -307,6 +313,7 @@ def to_api(row: Any, now: datetime, calendar: WorkCalendar, *, tz: Any, redact: 
         time_to_deadline=age.time_to_deadline,
         time_to_resolve=age.time_to_resolve,
         review_on=row.review_on,
+        status_note=row.status_note,
         submitted_at=local(row.submitted_at),
         tier_entered_at=local(row.tier_entered_at),
         accepted_at=local(row.accepted_at),

@@ -134,6 +134,7 @@ def test_the_feedback_window_closes_a_resolved_problem() -> None:
     assert facts[0].data == {
         "reason": "no feedback within 5 working days of the resolution",
         "automatic": True,
+        "status_note": "已销号",
     }
 
 

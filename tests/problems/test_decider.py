@@ -363,3 +363,27 @@ def test_marking_overdue_happens_once_per_deadline() -> None:
     state = s.do(SYSTEM_ACTOR, domain.MarkOverdue(), after=timedelta(0))
     assert state.overdue_noted_for == state.deadline
     assert refused(s, SYSTEM_ACTOR, domain.MarkOverdue()).code == "invalid_transition"
+
+
+def test_status_notes_tell_the_enterprise_where_its_problem_stands() -> None:
+    s = Story()
+    assert s.state.status_note == "已受理，限 2026-11-19 前办结"
+    s.do(GROUP, domain.Escalate("x"))
+    assert s.state.status_note == "已提交区调度室协调，限 2026-11-30 前办结"
+    s.do(DISPATCHER, domain.Assign())
+    s.do(FG1, domain.Accept())
+    assert s.state.status_note == "已交牵头单位办理，限 2026-11-30 前办结", "accepting tells nothing new"
+    wanted = datetime(2026, 12, 11, 23, 59, 59, tzinfo=TZ)
+    s.do(FG1, domain.RequestExtension(wanted, "需要补充材料"))
+    s.do(DISPATCHER, domain.DecideExtension(approve=False))
+    assert s.state.status_note == "已交牵头单位办理，限 2026-11-30 前办结", "a refusal changes nothing"
+    s.do(FG1, domain.RequestExtension(wanted, "需要补充材料"))
+    s.do(DISPATCHER, domain.DecideExtension(approve=True))
+    assert s.state.status_note == "经批准延期（需要补充材料），限 2026-12-11 前办结"
+    plan = (domain.PlanStep("申报", date(2026, 12, 10)),)
+    s.do(FG1, domain.Defer("待指标下达", plan, date(2026, 12, 21)))
+    assert s.state.status_note == "暂缓办理：待指标下达（已制定阶段计划，2026-12-21 复核）"
+    s.do(FG1, domain.Resolve("已协调解决"))
+    assert s.state.status_note == "已办结：已协调解决"
+    s.do(PORTAL, domain.Feedback(5))
+    assert s.state.status_note == "已销号"
