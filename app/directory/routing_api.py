@@ -121,9 +121,7 @@ async def replace_routing_rules(
     function groups of the route's district. New commands use the new rules at once in this
     process and within `ROUTING_REFRESH_SECONDS` in every other."""
     data = body.model_dump(exclude={"note"})
-    row, _changed = await rules.replace(
-        caller, data, if_match=parse_if_match(if_match), note=body.note, meta=meta
-    )
+    row = await rules.replace(caller, data, if_match=parse_if_match(if_match), note=body.note, meta=meta)
     return _rules_out(row, response)
 
 

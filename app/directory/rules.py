@@ -105,10 +105,10 @@ class RulesRepository:
         if_match: int | None = None,
         note: str | None = None,
         meta: RequestMeta | None = None,
-    ) -> tuple[Any | None, bool]:
+    ) -> Any | None:
         """Store `data` (`RuleSet.to_data()` without the version) as the next version; returns
-        (row of the version now current, changed). A rule set equal to the current one changes
-        nothing. `if_match` pins the version the change was made on (else 412)."""
+        the row of the version now current. A rule set equal to the current one changes nothing.
+        `if_match` pins the version the change was made on (else 412)."""
         for _attempt in range(5):
             row = await self.latest()
             current = RuleSet.from_data({**row.rules, "version": row.version}) if row else RuleSet()
@@ -122,7 +122,7 @@ class RulesRepository:
             await self._validate(rules)
             changes = rules.diff(current)
             if not any(changes.values()):
-                return row, False
+                return row
             stored = {k: v for k, v in rules.to_data().items() if k != "version"}
             event = NewEvent(
                 RULES_CHANGED,
@@ -148,7 +148,7 @@ class RulesRepository:
                 continue
             self._keep(rules)
             self.watch.seen(RULES_STREAM, rules.version)
-            return await self.latest(), True
+            return await self.latest()
         raise AppError("contention", "the rules kept changing; try again")
 
     async def _validate(self, rules: RuleSet) -> None:

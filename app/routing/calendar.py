@@ -134,8 +134,8 @@ class WorkCalendar:
     def working_day_back(self, day: date, n: int) -> date:
         """The n-th working day counting back from `day`, which counts itself if it is one
         (n >= 1)."""
-        counted = 1 if self.is_workday(day) else 0
-        while counted < n or not self.is_workday(day):
+        counted = int(self.is_workday(day))
+        while counted < n:
             day -= timedelta(days=1)
             counted += self.is_workday(day)
         return day
