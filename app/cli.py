@@ -1,4 +1,5 @@
-"""The `dispatchroom` command: serve, migrate, demo data, API keys, ledger import and export."""
+"""The `dispatchroom` command: serve, migrate, demo data, API keys, automatic actions, ledger import
+and export."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from app.access.service import KeyIn
-from app.core.clock import SystemClock
 from app.core.errors import AppError
 from app.core.security import SYSTEM, Caller, Role
 from app.core.settings import Settings
@@ -26,7 +26,7 @@ from app.demo import is_empty, load_demo
 from app.ledger import files
 from app.ledger.exporter import as_text, header, ledger_rows
 from app.ledger.importer import LedgerImporter, Report, RowError
-from app.main import Services
+from app.main import Services, clock_for
 from app.migrate import upgrade
 from app.projections.problem_view import ProblemFilter
 
@@ -52,7 +52,8 @@ def _run(coro_fn: Callable[[], Awaitable[T]]) -> T:
 
 @asynccontextmanager
 async def services(settings: Settings | None = None) -> AsyncIterator[Services]:
-    svc = Services(settings or Settings(), SystemClock())
+    settings = settings or Settings()
+    svc = Services(settings, clock_for(settings))
     try:
         await svc.bootstrap()
         yield svc
@@ -123,6 +124,19 @@ def demo() -> None:
     if not _run(lambda: _demo_if_empty(settings)):
         console.print("The database is not empty; demo data not loaded.")
         raise typer.Exit(1)
+
+
+@cli.command()
+def tick() -> None:
+    """Run the automatic actions that are due (reminders, overdue marks, escalation, supervision,
+    closing after the feedback window, review reminders) once, then exit: for cron, or with
+    SCHEDULER_INTERVAL_SECONDS=0 on the servers. Safe next to running servers."""
+
+    async def go() -> str:
+        async with services() as svc:
+            return (await svc.scheduler.tick()).summary()
+
+    console.print(_run(go))
 
 
 @keys_cli.command("create")

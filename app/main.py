@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
+from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -17,7 +18,7 @@ import app as app_package
 from app.access.api import router as keys_router
 from app.access.service import Keys
 from app.apidoc import fill_examples
-from app.core.clock import Clock, SystemClock
+from app.core.clock import Clock, OffsetClock, SystemClock
 from app.core.db import Database
 from app.core.errors import CATALOGUE, PROBLEM_JSON, AppError, ErrorCode, ProblemDetail
 from app.core.http import RequestContextMiddleware, install_error_handlers
@@ -25,8 +26,11 @@ from app.core.metrics import CALENDAR_FALLBACK, render
 from app.core.settings import Settings
 from app.core.shutdown import on_server_exit
 from app.directory.api import router as directory_router
+from app.directory.calendar import CalendarOverrides
+from app.directory.routing_api import router as routing_router
 from app.directory.rules import RulesRepository
 from app.directory.service import Directory
+from app.directory.watch import StreamWatch
 from app.events import EventStore
 from app.events.sequencer import run_sequencer
 from app.feed.api import router as feed_router
@@ -34,8 +38,9 @@ from app.ledger.api import router as ledger_router
 from app.open311.api import router as open311_router
 from app.open311.render import install_error_handlers as install_open311_errors
 from app.problems.api import router as problems_router
+from app.problems.scheduler import Scheduler
 from app.problems.service import ProblemService
-from app.routing.calendar import WorkCalendar, official_years
+from app.routing.calendar import WorkCalendar, fallback_warning, official_years
 
 log = logging.getLogger("dispatchroom")
 
@@ -50,6 +55,15 @@ command room (市总调度室). Every change is an event in an append-only log.
 **Concurrency**: problems carry an `ETag` (their version); send it as `If-Match` on commands.
 **Idempotency**: `Idempotency-Key` on `POST /v1/problems`. **Lists**: `limit` and `cursor` in,
 `items` and `next_cursor` out. **Times**: ISO 8601 with offset.
+
+**Routing** is data: the rules (`/v1/routing/rules`: who leads each district's categories, city
+jurisdiction, deadlines in working days, automatic escalation, the feedback, return and reminder
+windows) and the work calendar (`/v1/calendar`: official holidays and make-up days, admin
+overrides). **Automatic actions** are events of the caller `system` in a problem's audit trail,
+each with its reason: a reminder (`problem.reminded`) before a deadline and on a deferral's review
+date; `problem.overdue` once per deadline, with `problem.escalated` where the rules escalate
+automatically or `problem.supervised` at the city tier; `problem.closed` when the feedback window
+has passed. Each is appended once, as of the instant it fell due.
 """
 
 TAGS = [
@@ -63,6 +77,17 @@ TAGS = [
         "description": "The enterprise directory (unified social credit codes).",
     },
     {"name": "categories", "description": "Problem categories (also the Open311 services)."},
+    {
+        "name": "routing",
+        "description": "Routing rules as data: who leads each district's categories, city "
+        "jurisdiction, deadlines in working days, automatic escalation, the feedback, return and "
+        "reminder windows. Versioned; every change is an event.",
+    },
+    {
+        "name": "calendar",
+        "description": "The working-day calendar (工作日): official holidays and make-up days, "
+        "admin overrides, the Monday–Friday fallback beyond the official data.",
+    },
     {"name": "api keys", "description": "Keys, roles and scope."},
     {
         "name": "events",
@@ -97,9 +122,12 @@ class Services:
             sqlite_synchronous=settings.sqlite_synchronous,
         )
         self.store = EventStore(self.db, clock)
-        self.calendar = WorkCalendar(settings.tz)
-        self.rules = RulesRepository()
         self.directory = Directory(self.db, self.store, clock)
+        # Routing rules and calendar overrides: cached per process, reloaded when they change.
+        self.watch = StreamWatch(self.store, settings.routing_refresh_seconds)
+        self.calendar = WorkCalendar(settings.tz)
+        self.rules = RulesRepository(self.db, self.store, self.directory, self.watch, clock)
+        self.calendar_overrides = CalendarOverrides(self.db, self.store, self.calendar, self.watch, clock)
         self.keys = Keys(self.db, self.store, self.directory, clock)
         # Background work of this process: coroutines `(stop) -> None`, started by the lifespan
         # when BACKGROUND is on (and by `dispatchroom worker`). Packages append theirs here.
@@ -109,6 +137,15 @@ class Services:
                 lambda stop: run_sequencer(self.store, stop, settings.sequencer_poll_ms / 1000)
             )
         self.problems = ProblemService(self.db, self.store, self.directory, self.rules, self.calendar, clock)
+        self.scheduler = Scheduler(
+            self.db,
+            self.problems,
+            clock,
+            interval_seconds=settings.scheduler_interval_seconds,
+            import_settle_seconds=settings.import_settle_seconds,
+        )
+        if settings.scheduler_interval_seconds > 0:
+            self.workers.append(self.scheduler.run)
 
     def attach(self, app: FastAPI) -> None:
         app.state.services = self
@@ -119,6 +156,7 @@ class Services:
             "store",
             "calendar",
             "rules",
+            "calendar_overrides",
             "directory",
             "keys",
             "problems",
@@ -128,13 +166,21 @@ class Services:
     async def bootstrap(self) -> None:
         """Reference data every installation needs; idempotent and safe to run concurrently."""
         await self.directory.ensure_default_categories()
+        await self.watch.refresh(force=True)
         if self.settings.admin_api_key is not None:
             await self.keys.ensure_admin_key(self.settings.admin_api_key.get_secret_value())
 
 
+def clock_for(settings: Settings) -> Clock:
+    """The system clock (shifted by CLOCK_OFFSET_SECONDS in tests that need a future)."""
+    if settings.clock_offset_seconds:
+        return OffsetClock(timedelta(seconds=settings.clock_offset_seconds))
+    return SystemClock()
+
+
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
     settings = settings or Settings()
-    clock = clock or SystemClock()
+    clock = clock or clock_for(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -182,6 +228,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(ledger_router)  # before /v1/problems/{problem_id}: /v1/problems/export
     app.include_router(problems_router)
     app.include_router(directory_router)
+    app.include_router(routing_router)
     app.include_router(keys_router)
     app.include_router(open311_router)
     app.include_router(feed_router)
@@ -254,10 +301,7 @@ def _operations(app: FastAPI) -> None:
             "fallback_years": sorted(calendar.fallback_years),
         }
         if missing:
-            warnings.append(
-                f"the work calendar has no official holiday data for {', '.join(map(str, missing))}: "
-                "deadlines there count Monday–Friday plus admin overrides"
-            )
+            warnings.append(fallback_warning(missing))
         body = {"status": "ready" if ready else "not ready", "checks": checks, "warnings": warnings}
         headers = {} if ready else {"Retry-After": "5"}
         return JSONResponse(body, status_code=200 if ready else 503, headers=headers)

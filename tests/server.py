@@ -32,45 +32,64 @@ def dispatchroom(*args: str, env: dict[str, str], timeout: float = 120) -> subpr
 @contextmanager
 def server(env: dict[str, str], *args: str, startup_timeout: float = 90) -> Iterator[str]:
     """Start `dispatchroom serve` (migrating first) and yield its base URL; stop it at the end."""
-    port = free_port()
-    log = Path(env.get("SERVER_LOG", os.devnull))
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [
-                str(BIN / "dispatchroom"),
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-                *args,
-            ],
-            env={**os.environ, **env},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + startup_timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}; see {log}")
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError("server did not start")
-            time.sleep(0.1)
+    with servers(env, 1, *args, startup_timeout=startup_timeout) as (base,):
         yield base
+
+
+@contextmanager
+def servers(env: dict[str, str], count: int, *args: str, startup_timeout: float = 90) -> Iterator[list[str]]:
+    """Start `count` server processes at once on the same database; yield their base URLs."""
+    started: list[tuple[subprocess.Popen[bytes], str]] = []
+    log = Path(env.get("SERVER_LOG", os.devnull))
+    try:
+        with log.open("ab") as out:
+            for _ in range(count):
+                port = free_port()
+                proc = subprocess.Popen(
+                    [
+                        str(BIN / "dispatchroom"),
+                        "serve",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(port),
+                        "--log-level",
+                        "warning",
+                        *args,
+                    ],
+                    env={**os.environ, **env},
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+                started.append((proc, f"http://127.0.0.1:{port}"))
+        deadline = time.monotonic() + startup_timeout
+        for proc, base in started:
+            _wait_ready(proc, base, deadline, log)
+        yield [base for _, base in started]
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        for proc, _ in started:
+            _stop(proc)
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], base: str, deadline: float, log: Path) -> None:
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}; see {log}")
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError("server did not start")
+        time.sleep(0.1)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

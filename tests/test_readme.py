@@ -13,11 +13,14 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def walkthrough() -> str:
+    """Every walk-through block of the README, in order, as one script."""
     text = README.read_text(encoding="utf-8")
-    block = text.split("<!-- walkthrough:start -->")[1].split("<!-- walkthrough:end -->")[0]
-    match = re.search(r"```bash\n(.*?)```", block, re.S)
-    assert match, "the README walk-through block is missing"
-    return match.group(1)
+    blocks = [
+        part.split("<!-- walkthrough:end -->")[0] for part in text.split("<!-- walkthrough:start -->")[1:]
+    ]
+    scripts = [re.search(r"```bash\n(.*?)```", block, re.S) for block in blocks]
+    assert scripts and all(scripts), "a README walk-through block is missing"
+    return "\n".join(match.group(1) for match in scripts if match)
 
 
 def test_the_walkthrough_works(db_url: str, tmp_path: Path) -> None:
@@ -45,3 +48,10 @@ def test_the_walkthrough_works(db_url: str, tmp_path: Path) -> None:
     assert '{"status":"closed","satisfied":true}' in out
     assert "7 problem.closed by admin" in out
     assert '"status":409,"code":"invalid_transition"' in out
+    # routing rules, the calendar, the lists of the command room
+    assert '"cooperating_unit_ids":["220102-approvals"],"rule_version":1}' in out
+    assert '{"version":1,"city_categories":["demolition","environmental_assessment"]' in out
+    assert '{"version":2,"auto_escalate":{"local":true,"district":false}}' in out
+    assert '{"version":2,"changes":{"settings":["auto_escalate"]' in out
+    assert '{"status":422,"code":"invalid_rules","first":"unit 220102-t1-g1 is a service_group' in out
+    assert '["2027-01-01",false,"override"]' in out

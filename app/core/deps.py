@@ -6,6 +6,7 @@ so packages stay unaware of how the application is wired.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
@@ -81,6 +82,19 @@ def require_role(*roles: Role) -> Callable[..., Coroutine[Any, Any, Caller]]:
         return caller
 
     return dependency
+
+
+_ETAG = re.compile(r'^\s*(?:W/)?"?(\d{1,9})"?\s*$')
+
+
+def parse_if_match(value: str | None) -> int | None:
+    """The version an `If-Match` header pins (None: no header, or `*`)."""
+    if value is None or value.strip() == "*":
+        return None
+    match = _ETAG.match(value)
+    if not match:
+        raise AppError("bad_request", 'If-Match must be an ETag of this API, e.g. "3"')
+    return int(match.group(1))
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -39,6 +39,17 @@ CALENDAR_FALLBACK = Gauge(
     "Years within the next 90 days without official holiday data (deadlines use Monday–Friday).",
 )
 
+AUTOMATIC_ACTIONS = Counter(
+    "dispatchroom_automatic_events_total",
+    "Events appended by this process's automatic actions (scheduler), by type.",
+    ["type"],
+)
+SCHEDULER_TICKS = Counter(
+    "dispatchroom_scheduler_ticks_total",
+    "Scheduler ticks by outcome: `ran`, or `skipped` (another process held the lease).",
+    ["outcome"],
+)
+
 
 def render() -> tuple[bytes, str]:
     return generate_latest(), CONTENT_TYPE_LATEST

@@ -48,6 +48,29 @@ class Settings(BaseSettings):
         True, description="Run background work (sequencer, followers, scheduler) in this process."
     )
     sequencer_poll_ms: int = Field(25, ge=1, le=10_000)
+    scheduler_interval_seconds: float = Field(
+        60,
+        ge=0,
+        le=86_400,
+        description="Seconds between runs of the automatic actions in this process (0: none; "
+        "see `dispatchroom tick`).",
+    )
+    routing_refresh_seconds: float = Field(
+        1,
+        ge=0,
+        le=3600,
+        description="How long a process may use its cached routing rules and calendar overrides "
+        "before checking whether another process changed them.",
+    )
+    import_settle_seconds: float = Field(
+        600,
+        ge=0,
+        description="Automatic actions leave a problem alone while its latest event was imported "
+        "(occurred_at) less than this long ago, so that an import can finish its history first.",
+    )
+    clock_offset_seconds: int = Field(
+        0, description="Tests only: this process's clock runs this far ahead (refused in production)."
+    )
 
     webhook_allowed_targets: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -96,6 +119,8 @@ class Settings(BaseSettings):
                 raise ValueError("ADMIN_API_KEY must be at least 32 characters in production")
             if self.database_url == DEFAULT_DATABASE_URL:
                 raise ValueError("set DATABASE_URL explicitly in production")
+            if self.clock_offset_seconds:
+                raise ValueError("CLOCK_OFFSET_SECONDS is for tests; it is refused in production")
         if any(s < 0 for s in self.webhook_retry_schedule):
             raise ValueError("WEBHOOK_RETRY_SCHEDULE values must not be negative")
         return self

@@ -1,6 +1,6 @@
 """Demo data: one city (长春市), three districts with their rooms, function groups, service
-teams and groups, the city departments, a few dozen enterprises with valid credit codes, and
-problems in every state with a history spread over the past weeks.
+teams and groups, the city departments, routing rules, a few dozen enterprises with valid credit
+codes, and problems in every state with a history spread over the past weeks.
 
 Everything is written through the real services (as an admin with the import permission, using
 `occurred_at`), so the demo exercises the same paths as production traffic.
@@ -76,6 +76,20 @@ _TITLES: dict[str, list[str]] = {
     "policy": ["技改扶持资金兑现", "研发费用补贴申报", "稳岗补贴拨付"],
     "market_access": ["医疗器械生产许可", "产品进入政府采购目录", "出口资质办理"],
     "other": ["厂区周边道路修缮", "公交线路延伸至园区"],
+}
+
+
+# Which district function group leads each category (and which cooperate); the other categories
+# go to the approvals group. City-jurisdiction categories come from the demo city's data.
+_LEADS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "land": ("land-planning", ()),
+    "planning_permit": ("land-planning", ("approvals",)),
+    "financing": ("finance", ()),
+    "utilities": ("utilities", ("approvals",)),
+    "labour_talent": ("talent", ()),
+    "policy": ("policy", ()),
+    "market_access": ("market", ("approvals",)),
+    "*": ("approvals", ()),
 }
 
 
@@ -173,6 +187,26 @@ def demo_enterprises(per_district: int = 12, seed: int = 7) -> list[EnterpriseIn
     return result
 
 
+def demo_rules(district_ids: list[str] | None = None) -> dict[str, Any]:
+    """The demo city's routing rules (`PUT /v1/routing/rules` body), for the given districts
+    (default: the demo's)."""
+    city = _city()
+    districts = district_ids or [d["district_id"] for d in city["districts"][:DEMO_DISTRICTS]]
+    return {
+        "routes": [
+            {
+                "district_id": district,
+                "category": category,
+                "lead_unit_id": f"{district}-{lead}",
+                "cooperating_unit_ids": [f"{district}-{c}" for c in cooperating],
+            }
+            for district in districts
+            for category, (lead, cooperating) in _LEADS.items()
+        ],
+        "city_categories": city["city_jurisdiction_categories"],
+    }
+
+
 async def is_empty(store: EventStore) -> bool:
     async with store.db.read() as conn:
         count = (await conn.execute(sa.select(sa.func.count()).select_from(problem_view))).scalar()
@@ -192,6 +226,7 @@ async def load_demo(
     units = demo_units()
     for unit in units:
         await directory.create_unit(DEMO_CALLER, unit)
+    await problems.rules.replace(DEMO_CALLER, demo_rules(), note="演示城市的交办规则")
     enterprises = demo_enterprises()
     for enterprise in enterprises:
         await directory.register_enterprise(DEMO_CALLER, enterprise)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from app.core.deps import AdminDep, CallerDep, DbDep, MetaDep, require_role
 from app.core.errors import AppError, responses
-from app.core.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, decode_cursor, encode_cursor
+from app.core.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, decode_cursor, next_page
 from app.core.security import Caller, Role
 from app.directory.schemas import (
     CategoryIn,
@@ -87,12 +87,8 @@ async def list_units(
         stmt = stmt.where(units.c.path > str(after[0]))
     async with db.read() as conn:
         rows = (await conn.execute(stmt)).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return Page[UnitOut](
-        items=[_unit_out(r) for r in rows],
-        next_cursor=encode_cursor([rows[-1].path]) if more else None,
-    )
+    page, next_cursor = next_page(rows, limit, lambda r: [r.path])
+    return Page[UnitOut](items=[_unit_out(r) for r in page], next_cursor=next_cursor)
 
 
 @router.post(
@@ -195,12 +191,8 @@ async def list_enterprises(
         stmt = stmt.where(enterprises.c.id > str(after[0]))
     async with db.read() as conn:
         rows = (await conn.execute(stmt)).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return Page[EnterpriseOut](
-        items=[_enterprise_out(r) for r in rows],
-        next_cursor=encode_cursor([rows[-1].id]) if more else None,
-    )
+    page, next_cursor = next_page(rows, limit, lambda r: [r.id])
+    return Page[EnterpriseOut](items=[_enterprise_out(r) for r in page], next_cursor=next_cursor)
 
 
 @router.post(

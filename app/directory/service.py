@@ -131,14 +131,21 @@ class Directory:
     ) -> dict[str, UnitRef]:
         """The units a routing decision may need in one query: the given ids, the city command
         room, and the dispatch room of `district_id`."""
+        return await self.units_with_rooms([district_id] if district_id else [], ids, conn)
+
+    async def units_with_rooms(
+        self, district_ids: Iterable[str], ids: Iterable[str], conn: AsyncConnection | None = None
+    ) -> dict[str, UnitRef]:
+        """The given units, the city command room and the districts' dispatch rooms, in one query."""
+        wanted, districts = sorted(set(ids)), sorted(set(district_ids))
         cond = sa.or_(
             units.c.kind == UnitKind.city_command_room.value,
-            units.c.id.in_(sorted(set(ids))) if ids else sa.false(),
+            units.c.id.in_(wanted) if wanted else sa.false(),
             sa.and_(
                 units.c.kind == UnitKind.district_dispatch_room.value,
-                units.c.district_id == district_id,
+                units.c.district_id.in_(districts),
             )
-            if district_id
+            if districts
             else sa.false(),
         )
         rows = await self._all(sa.select(units).where(cond), conn)
@@ -157,6 +164,9 @@ class Directory:
     async def enterprise(self, enterprise_id: str, conn: AsyncConnection | None = None) -> Enterprise | None:
         rows = await self._all(sa.select(enterprises).where(enterprises.c.id == enterprise_id), conn)
         return enterprise_from_row(rows[0]) if rows else None
+
+    async def category_codes(self) -> set[str]:
+        return {r.code for r in await self._all(sa.select(categories.c.code), None)}
 
     async def category(self, code: str, conn: AsyncConnection | None = None) -> Any | None:
         rows = await self._all(sa.select(categories).where(categories.c.code == code), conn)

@@ -1,4 +1,5 @@
-"""Read models of the reference-data streams (`unit-*`, `enterprise-*`, `category-*`)."""
+"""Read models of the reference-data streams (`unit-*`, `enterprise-*`, `category-*`,
+`routing-rules`, `calendar-overrides`)."""
 
 from __future__ import annotations
 
@@ -67,4 +68,30 @@ categories = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Column("version", sa.Integer, nullable=False),
+)
+
+# One row per version of the routing rule set (the `routing-rules` stream): the current rules are
+# the highest version, and the rows are the history of who changed what.
+routing_rules = sa.Table(
+    "routing_rules",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("rules", JSONType, nullable=False),
+    sa.Column("changes", JSONType, nullable=False, comment="What changed from the previous version"),
+    sa.Column("note", sa.String(500), nullable=True),
+    sa.Column("changed_at", UTCDateTime, nullable=False),
+    sa.Column("changed_by", sa.String(64), nullable=False),
+    sa.Column("changed_by_name", sa.String(200), nullable=True),
+)
+
+# The admin overrides of the work calendar (the `calendar-overrides` stream): extra holidays
+# (working = false) and extra working days (working = true).
+calendar_overrides = sa.Table(
+    "calendar_overrides",
+    metadata,
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("working", sa.Boolean, nullable=False),
+    sa.Column("note", sa.String(500), nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("updated_by", sa.String(64), nullable=False),
 )

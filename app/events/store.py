@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
@@ -88,6 +88,7 @@ class RecordedEvent:
     occurred_at: datetime
     recorded_at: datetime
     position: int | None = None
+    replayed: bool = False  # returned by an append that found it stored already (a retry)
 
 
 def _normalise(data: dict[str, Any]) -> dict[str, Any]:
@@ -322,7 +323,7 @@ class EventStore:
             if not same:
                 raise EventIdConflict(row["event_id"])
             assert old is not None
-            replayed.append(self._from_row(old))
+            replayed.append(replace(self._from_row(old), replayed=True))
         return replayed
 
     async def _version(self, conn: AsyncConnection, stream_id: str) -> int:
@@ -427,6 +428,17 @@ class EventStore:
         self, types: Sequence[str], after: int = 0, limit: int = 1000
     ) -> list[RecordedEvent]:
         return await self.read_all(after, limit, types=types)
+
+    async def stream_versions(self, stream_ids: Sequence[str]) -> dict[str, int]:
+        """The version of each of a few streams, in one query (0: no events yet)."""
+        stmt = (
+            sa.select(events.c.stream_id, sa.func.max(events.c.stream_version))
+            .where(events.c.stream_id.in_(list(stream_ids)))
+            .group_by(events.c.stream_id)
+        )
+        async with self.db.read() as conn:
+            found = {row[0]: int(row[1]) for row in (await conn.execute(stmt)).all()}
+        return {stream_id: found.get(stream_id, 0) for stream_id in stream_ids}
 
     async def last_position(self, conn: AsyncConnection | None = None) -> int:
         stmt = sa.select(sa.func.max(event_positions.c.position))

@@ -5,7 +5,6 @@ The routes translate HTTP to commands and states to JSON; everything else is in 
 command routes from their annotations at registration time.)
 """
 
-import re
 from collections.abc import Callable
 from datetime import date, datetime, time
 from types import SimpleNamespace
@@ -15,7 +14,7 @@ from uuid import UUID
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response, status
 from pydantic import BaseModel, Field
 
-from app.core.deps import CallerDep, MetaDep, get_settings
+from app.core.deps import CallerDep, MetaDep, get_settings, parse_if_match
 from app.core.errors import AppError, responses
 from app.core.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
 from app.core.settings import Settings
@@ -43,7 +42,7 @@ from app.problems.schemas import (
     WithdrawIn,
 )
 from app.problems.service import ProblemService
-from app.projections.problem_view import ProblemFilter, ProblemOut, to_api
+from app.projections.problem_view import FLAGS, ProblemFilter, ProblemOut, to_api
 from app.routing.tree import Tier
 
 router = APIRouter(prefix="/v1", tags=["problems"])
@@ -74,16 +73,6 @@ IdempotencyKey = Annotated[
         "the same key with another body is 422. Keys are per API key.",
     ),
 ]
-_ETAG = re.compile(r'^\s*(?:W/)?"?(\d{1,9})"?\s*$')
-
-
-def parse_if_match(value: str | None) -> int | None:
-    if value is None or value.strip() == "*":
-        return None
-    match = _ETAG.match(value)
-    if not match:
-        raise AppError("bad_request", 'If-Match must be an ETag of this API, e.g. "3"')
-    return int(match.group(1))
 
 
 def problem_json(state: ProblemState, service: ProblemService, settings: Settings) -> ProblemOut:
@@ -181,6 +170,13 @@ async def list_problems(
         datetime | date | None,
         Query(description="Exclusive for instants; a date includes that day."),
     ] = None,
+    needs_attention: Annotated[
+        bool | None, Query(description="Flagged for the commander (any of `flags`), or not.")
+    ] = None,
+    flag: Annotated[
+        list[str] | None,
+        Query(description="`unrouted`, `returned_too_often`: problems with every flag given."),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> Page[ProblemOut]:
@@ -197,6 +193,8 @@ async def list_problems(
         overdue=overdue,
         submitted_from=_instant(submitted_from, settings),
         submitted_to=_instant(submitted_to, settings, end=True),
+        needs_attention=needs_attention,
+        flags=_split(flag, set(FLAGS), "flag"),
     )
     now = service.clock.now()
     rows, next_cursor = await service.list(caller, flt, limit=limit, cursor=cursor, now=now)
@@ -254,7 +252,9 @@ async def list_problem_events(
     settings: Annotated[Settings, Depends(get_settings)],
 ) -> list[EventOut]:
     """Every event of the problem in stream order: who (metadata `actor`, `role`, `unit`),
-    what (`type`, `data`) and when (`occurred_at`, business time; `recorded_at`, server time)."""
+    what (`type`, `data`) and when (`occurred_at`, business time; `recorded_at`, server time).
+    Automatic actions have the actor `system`, metadata `automatic` (the action) and their
+    `reason` in `data`."""
     events = await service.history(caller, problem_id)
     return [
         EventOut(

@@ -232,7 +232,11 @@ class ProblemState:
     satisfied: bool | None = None
     rule_version: int | None = None
     unrouted: bool = False
+    returned_too_often: bool = False
+    status_note: str | None = None
     overdue_noted_for: datetime | None = None
+    reminded_for: datetime | None = None
+    review_reminded_on: date | None = None
     last_event: str = SUBMITTED
     location: dict[str, Any] | None = None
     media_url: str | None = None
@@ -257,6 +261,16 @@ class ProblemState:
 
     def is_overdue(self, now: datetime) -> bool:
         return self.is_active and self.deadline is not None and now > self.deadline
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """Why the commander should look at it: `unrouted` (open at a room with no routing rule
+        for its category), `returned_too_often` (more returns than the rules allow)."""
+        return tuple(
+            name
+            for name, on in (("unrouted", self.unrouted), ("returned_too_often", self.returned_too_often))
+            if on
+        )
 
 
 # -- commands ----------------------------------------------------------------------------------
@@ -365,16 +379,18 @@ class Reopen:
 @dataclass(frozen=True, slots=True)
 class Supervise:
     note: str
+    automatic: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Remind:
     reason: str
+    kind: str = "deadline"  # "deadline": before the deadline; "review": a deferral's review date
 
 
 @dataclass(frozen=True, slots=True)
 class MarkOverdue:
-    pass
+    reason: str = "the deadline passed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,6 +401,7 @@ class Withdraw:
 @dataclass(frozen=True, slots=True)
 class Close:
     reason: str
+    automatic: bool = False
 
 
 Command = (
@@ -425,6 +442,9 @@ class Policy(Protocol):
     def unit(self, unit_id: str) -> UnitRef | None: ...
     def proposal(self, district_id: str, category: str, tier: Tier) -> RouteProposal | None: ...
     def return_window_ends(self, holder_since: datetime) -> datetime: ...
+    def returns_flagged(self, returns: int) -> bool: ...
+    @property
+    def rule_version(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -556,6 +576,15 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+def _by(ctx: Context, deadline: datetime) -> str:
+    """'due by' in the words of a status note (the city's date)."""
+    return f"限 {ctx.policy.business_date(deadline).isoformat()} 前办结"
+
+
+CLOSED_NOTE = "已销号"
+_ROOM_NAMES = {Tier.district: "区调度室", Tier.city: "市总调度室"}
+
+
 def _require_status(state: ProblemState, command: Command, allowed: Iterable[Status]) -> None:
     allowed = tuple(allowed)
     if state.status not in allowed:
@@ -605,6 +634,8 @@ def submit(command: Submit, ctx: Context) -> list[Fact]:
                 "tier": Tier.local.value,
                 "deadline": _iso(deadline),
                 **optional,
+                "rule_version": policy.rule_version,
+                "status_note": f"已受理，{_by(ctx, deadline)}",
             },
             ctx.now,
         )
@@ -666,8 +697,16 @@ def _escalate(state: ProblemState, cmd: Escalate, ctx: Context) -> list[Fact]:
             reason=cmd.reason,
             deadline=_iso(deadline),
             automatic=cmd.automatic,
+            rule_version=ctx.policy.rule_version,
+            unrouted=_unrouted(state, target, ctx),
+            status_note=f"已提交{_ROOM_NAMES[target]}协调，{_by(ctx, deadline)}",
         )
     ]
+
+
+def _unrouted(state: ProblemState, tier: Tier, ctx: Context) -> bool:
+    """A district room has no rule for the problem's category: it stays open, flagged."""
+    return tier is Tier.district and ctx.policy.proposal(state.district_id, state.category, tier) is None
 
 
 def _check_units(state: ProblemState, ctx: Context, unit_ids: Sequence[str]) -> None:
@@ -737,9 +776,10 @@ def _assign(state: ProblemState, cmd: Assign, ctx: Context) -> list[Fact]:
             cooperating_unit_ids=list(coops),
             deadline=_iso(deadline),
             note=cmd.note,
-            rule_version=proposal.rule_version if from_proposal and proposal else None,
+            rule_version=ctx.policy.rule_version,
             proposed=from_proposal,
             previous_lead_unit_id=state.lead_unit_id,
+            status_note=f"已交牵头单位办理，{_by(ctx, deadline)}",
         )
     ]
 
@@ -777,6 +817,8 @@ def _decide_return(state: ProblemState, cmd: DecideReturn, ctx: Context) -> list
                 reason=state.return_request["reason"],
                 room_unit_id=state.room_unit_id,
                 note=cmd.note,
+                unrouted=_unrouted(state, state.tier, ctx),
+                flagged=ctx.policy.returns_flagged(state.returns + 1),
             )
         ]
     return [_fact(RETURN_REFUSED, ctx, unit_id=state.lead_unit_id, note=cmd.note)]
@@ -811,19 +853,31 @@ def _decide_extension(state: ProblemState, cmd: DecideExtension, ctx: Context) -
     if state.extension_request is None:
         raise AppError("no_extension_pending", "there is no extension request to decide")
     _require_status(state, cmd, ACTIVE)
-    deadline = None
-    if cmd.approve:
-        deadline = cmd.deadline or datetime.fromisoformat(state.extension_request["requested_deadline"])
-        if deadline <= ctx.now:
-            raise AppError("invalid_deadline", "the approved deadline must lie in the future")
+    if not cmd.approve:
+        previous = _iso(state.deadline)
+        return [
+            _fact(
+                EXTENSION_DECIDED,
+                ctx,
+                approved=False,
+                deadline=None,
+                note=cmd.note,
+                previous_deadline=previous,
+            )
+        ]
+    deadline = cmd.deadline or datetime.fromisoformat(state.extension_request["requested_deadline"])
+    if deadline <= ctx.now:
+        raise AppError("invalid_deadline", "the approved deadline must lie in the future")
+    reason = state.extension_request["reason"]
     return [
         _fact(
             EXTENSION_DECIDED,
             ctx,
-            approved=cmd.approve,
+            approved=True,
             deadline=_iso(deadline),
             note=cmd.note,
             previous_deadline=_iso(state.deadline),
+            status_note=f"经批准延期（{reason}），{_by(ctx, deadline)}",
         )
     ]
 
@@ -846,6 +900,7 @@ def _defer(state: ProblemState, cmd: Defer, ctx: Context) -> list[Fact]:
             deadline=_iso(deadline),
             status_before=state.status.value,
             previous_deadline=_iso(state.deadline),
+            status_note=f"暂缓办理：{cmd.explanation}（已制定阶段计划，{cmd.review_on.isoformat()} 复核）",
         )
     ]
 
@@ -856,7 +911,16 @@ def _resume(state: ProblemState, cmd: Resume, ctx: Context) -> list[Fact]:
     # The clock was paused: the unit gets back the working days it had left when it deferred.
     deadline = ctx.policy.add_working_days(ctx.now, state.deferred_remaining or 1)
     paused = int((ctx.now - state.deferred_at).total_seconds())
-    return [_fact(RESUMED, ctx, note=cmd.note, deadline=_iso(deadline), paused_seconds=paused)]
+    return [
+        _fact(
+            RESUMED,
+            ctx,
+            note=cmd.note,
+            deadline=_iso(deadline),
+            paused_seconds=paused,
+            status_note=f"恢复办理，{_by(ctx, deadline)}",
+        )
+    ]
 
 
 def _resolve(state: ProblemState, cmd: Resolve, ctx: Context) -> list[Fact]:
@@ -872,6 +936,7 @@ def _resolve(state: ProblemState, cmd: Resolve, ctx: Context) -> list[Fact]:
             tier=state.tier.value,
             on_time=on_time,
             deadline=_iso(state.deadline),
+            status_note=f"已办结：{cmd.resolution}",
         )
     ]
 
@@ -881,7 +946,7 @@ def _feedback(state: ProblemState, cmd: Feedback, ctx: Context) -> list[Fact]:
     satisfied = cmd.score >= 4
     facts = [_fact(FEEDBACK_RECEIVED, ctx, score=cmd.score, comment=cmd.comment, satisfied=satisfied)]
     if satisfied:
-        facts.append(_fact(CLOSED, ctx, reason="satisfied"))
+        facts.append(_fact(CLOSED, ctx, reason="satisfied", status_note=CLOSED_NOTE))
     else:
         facts.append(_reopen_fact(state, ctx, "the enterprise is not satisfied"))
     return facts
@@ -889,7 +954,8 @@ def _feedback(state: ProblemState, cmd: Feedback, ctx: Context) -> list[Fact]:
 
 def _reopen_fact(state: ProblemState, ctx: Context, reason: str) -> Fact:
     deadline = ctx.policy.deadline(ctx.now, state.tier, state.urgency.value)
-    return _fact(REOPENED, ctx, reason=reason, deadline=_iso(deadline))
+    note = f"重新办理，{_by(ctx, deadline)}"
+    return _fact(REOPENED, ctx, reason=reason, deadline=_iso(deadline), status_note=note)
 
 
 def _reopen(state: ProblemState, cmd: Reopen, ctx: Context) -> list[Fact]:
@@ -908,18 +974,21 @@ def _supervise(state: ProblemState, cmd: Supervise, ctx: Context) -> list[Fact]:
             tier=state.tier.value,
             by_role=actor.role.value if actor.role else "system",
             by_unit=actor.unit_id,
+            automatic=cmd.automatic,
         )
     ]
 
 
 def _remind(state: ProblemState, cmd: Remind, ctx: Context) -> list[Fact]:
-    _require_status(state, cmd, ACTIVE)
+    _require_status(state, cmd, [Status.deferred] if cmd.kind == "review" else ACTIVE)
     return [
         _fact(
             REMINDED,
             ctx,
             reason=cmd.reason,
+            kind=cmd.kind,
             deadline=_iso(state.deadline),
+            review_on=state.review_on.isoformat() if cmd.kind == "review" and state.review_on else None,
             holder_unit_id=state.holder_unit_id,
         )
     ]
@@ -943,18 +1012,19 @@ def _mark_overdue(state: ProblemState, cmd: MarkOverdue, ctx: Context) -> list[F
             deadline=_iso(state.deadline),
             tier=state.tier.value,
             holder_unit_id=state.holder_unit_id,
+            reason=cmd.reason,
         )
     ]
 
 
 def _withdraw(state: ProblemState, cmd: Withdraw, ctx: Context) -> list[Fact]:
     _require_status(state, cmd, ACTIVE)
-    return [_fact(WITHDRAWN, ctx, reason=cmd.reason)]
+    return [_fact(WITHDRAWN, ctx, reason=cmd.reason, status_note=f"已撤回：{cmd.reason}")]
 
 
 def _close(state: ProblemState, cmd: Close, ctx: Context) -> list[Fact]:
     _require_status(state, cmd, [Status.resolved])
-    return [_fact(CLOSED, ctx, reason=cmd.reason)]
+    return [_fact(CLOSED, ctx, reason=cmd.reason, automatic=cmd.automatic, status_note=CLOSED_NOTE)]
 
 
 _DECIDERS: dict[type, Any] = {
@@ -1017,13 +1087,21 @@ def initial(problem_id: str, fact: Fact) -> ProblemState:
         updated_at=at,
         location=d.get("location"),
         media_url=d.get("media_url"),
+        rule_version=d.get("rule_version"),
+        status_note=d.get("status_note"),
     )
 
 
 def evolve(state: ProblemState, fact: Fact) -> ProblemState:
     d = fact.data
     at = fact.occurred_at
-    s = replace(state, version=state.version + 1, updated_at=max(at, state.updated_at), last_event=fact.type)
+    s = replace(
+        state,
+        version=state.version + 1,
+        updated_at=max(at, state.updated_at),
+        last_event=fact.type,
+        status_note=d.get("status_note", state.status_note),
+    )
     match fact.type:
         case "problem.accepted":
             return replace(s, status=Status.in_progress, accepted_at=at)
@@ -1045,7 +1123,8 @@ def evolve(state: ProblemState, fact: Fact) -> ProblemState:
                 review_on=None,
                 deferred_at=None,
                 deferred_remaining=None,
-                unrouted=False,
+                unrouted=d.get("unrouted", False),
+                rule_version=d.get("rule_version", s.rule_version),
             )
         case "problem.assigned":
             return replace(
@@ -1058,7 +1137,7 @@ def evolve(state: ProblemState, fact: Fact) -> ProblemState:
                 accepted_at=None,
                 extension_request=None,
                 return_request=None,
-                rule_version=d.get("rule_version"),
+                rule_version=d.get("rule_version", s.rule_version),
                 unrouted=False,
             )
         case "problem.return_requested":
@@ -1081,6 +1160,8 @@ def evolve(state: ProblemState, fact: Fact) -> ProblemState:
                 return_request=None,
                 extension_request=None,
                 returns=s.returns + 1,
+                unrouted=d.get("unrouted", False),
+                returned_too_often=s.returned_too_often or d.get("flagged", False),
             )
         case "problem.return_refused":
             return replace(s, return_request=None)
@@ -1151,7 +1232,11 @@ def evolve(state: ProblemState, fact: Fact) -> ProblemState:
         case "problem.supervised":
             return replace(s, supervisions=s.supervisions + 1)
         case "problem.reminded":
-            return replace(s, reminders=s.reminders + 1)
+            if d.get("kind") == "review":
+                return replace(
+                    s, reminders=s.reminders + 1, review_reminded_on=date.fromisoformat(d["review_on"])
+                )
+            return replace(s, reminders=s.reminders + 1, reminded_for=_dt(d.get("deadline")))
         case "problem.overdue":
             return replace(s, overdue_noted_for=_dt(d.get("deadline")))
         case "problem.withdrawn":

@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from app.core.db import upsert
-from app.problems.domain import ProblemState
+from app.problems.domain import ProblemState, Status
 from app.projections.problem_view import problem_units, problem_view
 
 
@@ -56,11 +56,29 @@ def view_row(state: ProblemState) -> dict[str, Any]:
         "satisfied": state.satisfied,
         "rule_version": state.rule_version,
         "unrouted": state.unrouted,
+        "returned_too_often": state.returned_too_often,
+        "status_note": state.status_note,
+        "needs_attention": bool(state.flags),
+        **pending(state),
         "paused_seconds": state.paused_seconds,
         "last_event": state.last_event,
         "version": state.version,
         "location": state.location,
         "media_url": state.media_url,
+    }
+
+
+def pending(state: ProblemState) -> dict[str, Any]:
+    """The scheduler's work lists: what the problem may still need (see `problem_view.PENDING`)."""
+    active, deadline = state.is_active, state.deadline
+    unmarked = active and deadline is not None and state.overdue_noted_for != deadline
+    return {
+        "pending_overdue": deadline if unmarked else None,
+        "pending_reminder": deadline if unmarked and state.reminded_for != deadline else None,
+        "pending_review": state.review_on
+        if state.status is Status.deferred and state.review_reminded_on != state.review_on
+        else None,
+        "pending_close": state.resolved_at if state.status is Status.resolved else None,
     }
 
 

@@ -22,11 +22,11 @@ from app.core.db import Database
 from app.core.errors import AppError, register
 from app.core.pagination import decode_cursor, encode_cursor
 from app.core.requestmeta import RequestMeta, event_metadata
-from app.core.security import Caller, Role
+from app.core.security import SYSTEM, Caller, Role
 from app.directory.rules import RulesRepository
 from app.directory.service import Directory
 from app.events import ConcurrencyConflict, EventStore, NewEvent, RecordedEvent, registry
-from app.problems import domain
+from app.problems import automatic, domain
 from app.problems.domain import Actor, Command, Context, Fact, ProblemState
 from app.problems.projection import view_writes
 from app.problems.schemas import SubmitIn
@@ -158,6 +158,7 @@ class ProblemService:
         return state
 
     async def get_row(self, caller: Caller, problem_id: str) -> Any:
+        await self.rules.refresh()  # the aging shown counts with the current calendar
         subtree = (await self.actor(caller)).subtree
         stmt = sa.select(problem_view).where(problem_view.c.id == problem_id)
         scope = scope_filter(caller, subtree)
@@ -184,6 +185,7 @@ class ProblemService:
         cursor: str | None,
         now: datetime | None = None,
     ) -> tuple[list[Any], str | None]:
+        await self.rules.refresh()  # the aging shown counts with the current calendar
         actor = await self.actor(caller)
         key = decode_cursor(cursor, 2)
         after = None
@@ -368,4 +370,57 @@ class ProblemService:
                 await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
                 continue
             return new_state
+        raise AppError("contention", f"problem {problem_id} kept changing; try again")
+
+    # -- automatic actions -----------------------------------------------------------------
+
+    async def automatic(
+        self, problem_id: str, now: datetime, *, import_settle: timedelta = timedelta(0)
+    ) -> Sequence[Fact]:
+        """Append the automatic actions due on the problem at `now` (see `app.problems.automatic`)
+        as the system, in one append; returns the facts this call appended.
+
+        Safe to run from several processes at once: the facts depend only on the state they are
+        decided on, and their event ids on the action and what it is due for, so a second
+        process deciding on the same state appends nothing (the store sees a replay), and one
+        deciding after the first sees nothing due. A problem whose latest event was imported
+        less than `import_settle` ago is left alone: its history may still be arriving."""
+        for attempt in range(MAX_ATTEMPTS):
+            state, events = await self.load(problem_id)
+            if state is None:
+                return []
+            latest = events[-1]
+            if latest.metadata.get("imported") and now - latest.recorded_at < import_settle:
+                return []
+            steps = automatic.plan(state, now, await self.policy(state.district_id))
+            if not steps:
+                return []
+            new_state = state
+            for _, facts in steps:
+                for fact in facts:
+                    new_state = domain.evolve(new_state, fact)
+            new_events = [
+                NewEvent(
+                    fact.type,
+                    fact.data,
+                    event_id=automatic.event_id(problem_id, action, index),
+                    metadata=event_metadata(SYSTEM, None, automatic=action.name),
+                    occurred_at=fact.occurred_at,
+                )
+                for action, facts in steps
+                for index, fact in enumerate(facts)
+            ]
+            try:
+                recorded = await self.store.append(
+                    stream_id(problem_id),
+                    state.version,
+                    new_events,
+                    also=view_writes(self.db.backend, state, new_state),
+                )
+            except ConcurrencyConflict:
+                await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
+                continue
+            if recorded[0].replayed:  # another process appended exactly these a moment ago
+                return []
+            return [fact for _, facts in steps for fact in facts]
         raise AppError("contention", f"problem {problem_id} kept changing; try again")

@@ -22,6 +22,21 @@ from app.routing.calendar import WorkCalendar
 
 ACTIVE_STATUSES = ("open", "assigned", "in_progress", "deferred")
 SOLVED_STATUSES = ("resolved", "closed")
+FLAGS = ("unrouted", "returned_too_often")
+# The condition of the partial index on flagged problems, written once: a query uses the index
+# only when its WHERE clause contains this condition as written (SQLite) or provably implies it
+# (PostgreSQL, which cannot see through bound parameters, hence literal SQL).
+NEEDS_ATTENTION = sa.text("needs_attention")
+# The scheduler's work lists (`app.problems.scheduler`): a column per kind of automatic action,
+# set only while the problem may still need it, with an index of the rows where it is set, so
+# that finding what is due is a short range scan however many problems there are.
+PENDING = ("pending_overdue", "pending_reminder", "pending_review", "pending_close")
+
+
+def _pending_index(column: str) -> sa.Index:
+    where = sa.text(f"{column} IS NOT NULL")
+    return sa.Index(f"ix_problem_view_{column}", column, "id", sqlite_where=where, postgresql_where=where)
+
 
 problem_view = sa.Table(
     "problem_view",
@@ -68,6 +83,19 @@ problem_view = sa.Table(
     sa.Column("satisfied", sa.Boolean, nullable=True),
     sa.Column("rule_version", sa.Integer, nullable=True),
     sa.Column("unrouted", sa.Boolean, nullable=False),
+    sa.Column("returned_too_often", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("status_note", sa.Text, nullable=True, comment="What the enterprise is told"),
+    sa.Column(
+        "needs_attention",
+        sa.Boolean,
+        nullable=False,
+        server_default=sa.false(),
+        comment="unrouted or returned_too_often: for the commander",
+    ),
+    sa.Column("pending_overdue", UTCDateTime, nullable=True, comment="Deadline not yet marked overdue"),
+    sa.Column("pending_reminder", UTCDateTime, nullable=True, comment="Deadline not yet reminded of"),
+    sa.Column("pending_review", sa.Date, nullable=True, comment="Review date not yet reminded of"),
+    sa.Column("pending_close", UTCDateTime, nullable=True, comment="Resolved, awaiting feedback, since"),
     sa.Column("paused_seconds", sa.Integer, nullable=False),
     sa.Column("last_event", sa.String(60), nullable=False),
     sa.Column("version", sa.Integer, nullable=False),
@@ -80,6 +108,14 @@ problem_view = sa.Table(
     sa.Index("ix_problem_view_lead_unit_id", "lead_unit_id"),
     sa.Index("ix_problem_view_enterprise_id", "enterprise_id"),
     sa.Index("ix_problem_view_source", "source"),
+    *(_pending_index(column) for column in PENDING),
+    sa.Index(
+        "ix_problem_view_needs_attention",
+        "submitted_at",
+        "id",
+        sqlite_where=NEEDS_ATTENTION,
+        postgresql_where=NEEDS_ATTENTION,
+    ),
 )
 
 problem_units = sa.Table(
@@ -179,6 +215,11 @@ class ProblemOut(BaseModel):
     )
     time_to_resolve: timedelta | None = Field(description="Submission to resolution, for solved problems.")
     review_on: date | None = Field(description="Deferred problems: the review date.")
+    status_note: str | None = Field(
+        description="What the enterprise is told about where its problem stands (Chinese): "
+        "accepted, escalated, assigned, an approved extension and its new date, deferred with "
+        "the explanation and review date, resolved, closed, withdrawn."
+    )
     submitted_at: datetime
     tier_entered_at: datetime
     accepted_at: datetime | None
@@ -195,8 +236,17 @@ class ProblemOut(BaseModel):
     return_request: dict[str, Any] | None
     feedback_score: int | None
     satisfied: bool | None
-    rule_version: int | None
-    unrouted: bool = Field(description="Open at a room with no routing rule for its category.")
+    reminders: int
+    rule_version: int | None = Field(
+        description="The version of the routing rules under which it was last routed "
+        "(submitted, escalated or assigned)."
+    )
+    unrouted: bool = Field(description="Open at a district room with no routing rule for its category.")
+    flags: list[str] = Field(
+        description="Why the commander should look at it: `unrouted`, `returned_too_often` "
+        "(returned more often than the rules' `max_returns`)."
+    )
+    needs_attention: bool = Field(description="Any of `flags` is set.")
     last_event: str
     version: int = Field(description="Number of events in the problem's stream; also its ETag.")
     location: dict[str, Any] | None = Field(
@@ -269,6 +319,7 @@ def to_api(row: Any, now: datetime, calendar: WorkCalendar, *, tz: Any, redact: 
         time_to_deadline=age.time_to_deadline,
         time_to_resolve=age.time_to_resolve,
         review_on=row.review_on,
+        status_note=row.status_note,
         submitted_at=local(row.submitted_at),
         tier_entered_at=local(row.tier_entered_at),
         accepted_at=local(row.accepted_at),
@@ -285,8 +336,11 @@ def to_api(row: Any, now: datetime, calendar: WorkCalendar, *, tz: Any, redact: 
         return_request=row.return_request,
         feedback_score=row.feedback_score,
         satisfied=row.satisfied,
+        reminders=row.reminders,
         rule_version=row.rule_version,
         unrouted=row.unrouted,
+        flags=[name for name in FLAGS if getattr(row, name)],
+        needs_attention=row.needs_attention,
         last_event=row.last_event,
         version=row.version,
         location=getattr(row, "location", None),
@@ -309,6 +363,8 @@ class ProblemFilter:
     overdue: bool | None = None
     submitted_from: datetime | None = None
     submitted_to: datetime | None = None
+    needs_attention: bool | None = None
+    flags: tuple[str, ...] = ()
 
 
 def list_query(
@@ -322,7 +378,7 @@ def list_query(
     """Problems newest first by (submitted_at, id), a stable keyset order."""
     pv = problem_view.c
     stmt = sa.select(problem_view).order_by(pv.submitted_at.desc(), pv.id.desc()).limit(limit)
-    conditions: list[sa.ColumnElement[bool]] = []
+    conditions: list[sa.ColumnElement[bool] | sa.TextClause] = []
     if scope is not None:
         conditions.append(scope)
     if flt.status:
@@ -346,6 +402,13 @@ def list_query(
         conditions.append(pv.submitted_at >= flt.submitted_from)
     if flt.submitted_to:
         conditions.append(pv.submitted_at < flt.submitted_to)
+    if flt.needs_attention is not None or flt.flags:
+        if flt.needs_attention is False:
+            conditions.append(sa.not_(pv.needs_attention))
+        else:  # every flag implies needs_attention: the small partial index serves these lists
+            conditions.append(NEEDS_ATTENTION)
+        for name in flt.flags:
+            conditions.append(pv[name].is_(True))
     if after is not None:
         at, last_id = after
         conditions.append(sa.or_(pv.submitted_at < at, sa.and_(pv.submitted_at == at, pv.id < last_id)))

@@ -29,6 +29,14 @@ def official_years() -> tuple[int, int]:
     return (min(years), max(years)) if years else (0, -1)
 
 
+def fallback_warning(years: list[int]) -> str:
+    """What an operator is told about years without official holiday data."""
+    return (
+        f"the work calendar has no official holiday data for {', '.join(map(str, years))}: "
+        "deadlines there count Monday–Friday plus admin overrides"
+    )
+
+
 def _official(day: date) -> bool | None:
     try:
         return bool(chinese_calendar.is_workday(day))
@@ -39,8 +47,12 @@ def _official(day: date) -> bool | None:
 class WorkCalendar:
     def __init__(self, tz: ZoneInfo, overrides: Mapping[date, bool] | None = None) -> None:
         self.tz = tz
-        self.overrides = dict(overrides or {})
         self.fallback_years: set[int] = set()
+        self.set_overrides(overrides or {})
+
+    def set_overrides(self, overrides: Mapping[date, bool]) -> None:
+        """Replace the admin overrides (date → working day or not); the days are counted anew."""
+        self.overrides = dict(overrides)
         self._year_cache: dict[int, tuple[bool, ...]] = {}
         self._cumulative: dict[int, list[int]] = {}
 
@@ -48,6 +60,12 @@ class WorkCalendar:
 
     def is_workday(self, day: date) -> bool:
         return self._year(day.year)[day.timetuple().tm_yday - 1]
+
+    def source(self, day: date) -> str:
+        """Where the answer for `day` comes from: `override`, `official` or `fallback`."""
+        if day in self.overrides:
+            return "override"
+        return "official" if self.is_official(day.year) else "fallback"
 
     def is_official(self, year: int) -> bool:
         first, last = official_years()
@@ -113,10 +131,22 @@ class WorkCalendar:
                 counted += 1
         return day
 
+    def working_day_back(self, day: date, n: int) -> date:
+        """The n-th working day counting back from `day`, which counts itself if it is one
+        (n >= 1)."""
+        counted = int(self.is_workday(day))
+        while counted < n:
+            day -= timedelta(days=1)
+            counted += self.is_workday(day)
+        return day
+
     # -- instants --------------------------------------------------------------------------
 
     def business_date(self, instant: datetime) -> date:
         return instant.astimezone(self.tz).date()
+
+    def start_of_day(self, day: date) -> datetime:
+        return datetime.combine(day, time.min, tzinfo=self.tz).astimezone(UTC)
 
     def end_of_day(self, day: date) -> datetime:
         return datetime.combine(day, END_OF_DAY, tzinfo=self.tz).astimezone(UTC)

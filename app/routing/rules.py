@@ -9,11 +9,11 @@ reminder windows.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.routing.tree import Tier
+from app.routing.tree import Tier, UnitKind, UnitRef
 
 DEFAULT_DEADLINES: dict[Tier, int] = {Tier.local: 3, Tier.district: 10, Tier.city: 20}
 
@@ -110,3 +110,69 @@ class RuleSet:
             reminder_lead_days=int(data.get("reminder_lead_days", defaults.reminder_lead_days)),
             response_window_days=int(data.get("response_window_days", defaults.response_window_days)),
         )
+
+    def diff(self, before: RuleSet) -> dict[str, Any]:
+        """What changed from `before` to this rule set: the settings by name, and the routes
+        added, removed or changed by (district, category)."""
+        old, new = before.to_data(), self.to_data()
+        fields = sorted(k for k in new if k not in ("version", "routes") and new[k] != old[k])
+        old_routes = {(r.district_id, r.category): r for r in before.routes}
+        new_routes = {(r.district_id, r.category): r for r in self.routes}
+
+        def keys(which: Set[tuple[str, str]]) -> list[str]:
+            return [f"{d}/{c}" for d, c in sorted(which)]
+
+        return {
+            "settings": fields,
+            "routes_added": keys(new_routes.keys() - old_routes.keys()),
+            "routes_removed": keys(old_routes.keys() - new_routes.keys()),
+            "routes_changed": keys(
+                {k for k in new_routes.keys() & old_routes.keys() if new_routes[k] != old_routes[k]}
+            ),
+        }
+
+
+def rule_errors(
+    rules: RuleSet, units: Mapping[str, UnitRef], categories: Set[str]
+) -> list[tuple[list[str | int], str]]:
+    """What is wrong with a rule set, given the units it names and the known category codes:
+    (location in the request body, message) pairs; empty when the rule set is valid.
+
+    A route names a district that has a dispatch room, a known category (or "*"), and active
+    district function groups of that district as its lead and cooperating units."""
+    errors: list[tuple[list[str | int], str]] = []
+    districts = {u.district_id for u in units.values() if u.kind is UnitKind.district_dispatch_room}
+    seen: set[tuple[str, str]] = set()
+    for i, route in enumerate(rules.routes):
+        where: list[str | int] = ["body", "routes", i]
+        if route.district_id not in districts:
+            errors.append(([*where, "district_id"], f"district {route.district_id} has no dispatch room"))
+        if route.category != "*" and route.category not in categories:
+            errors.append(([*where, "category"], f"category {route.category} does not exist"))
+        if (route.district_id, route.category) in seen:
+            errors.append((where, f"a second rule for {route.district_id}/{route.category}"))
+        seen.add((route.district_id, route.category))
+        named: list[tuple[list[str | int], str]] = [([*where, "lead_unit_id"], route.lead_unit_id)]
+        named += [
+            ([*where, "cooperating_unit_ids", j], unit_id)
+            for j, unit_id in enumerate(route.cooperating_unit_ids)
+        ]
+        for loc, unit_id in named:
+            problem = _unit_problem(units.get(unit_id), unit_id, route.district_id)
+            if problem:
+                errors.append((loc, problem))
+    for category in sorted(rules.city_categories - categories):
+        errors.append((["body", "city_categories"], f"category {category} does not exist"))
+    return errors
+
+
+def _unit_problem(unit: UnitRef | None, unit_id: str, district_id: str) -> str | None:
+    if unit is None:
+        return f"unit {unit_id} does not exist"
+    if not unit.active:
+        return f"unit {unit_id} is inactive"
+    if unit.kind is not UnitKind.district_function_group:
+        return f"unit {unit_id} is a {unit.kind.value}, not a district_function_group"
+    if unit.district_id != district_id:
+        return f"unit {unit_id} belongs to district {unit.district_id}, not {district_id}"
+    return None

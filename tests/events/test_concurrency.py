@@ -12,6 +12,7 @@ from app.core.clock import SystemClock
 from app.core.db import Database
 from app.events import ConcurrencyConflict, EventStore, NewEvent
 from tests.conftest import _asyncpg_dsn
+from tests.events.test_store import positioned
 
 WRITERS = 16
 APPENDS_PER_WRITER = 40
@@ -54,8 +55,6 @@ async def test_concurrent_writers_and_a_tailing_reader_see_every_event_once_in_o
                 assert event.position == after + 1, f"gap or reorder after {after}: {event.position}"
                 after = event.position
                 seen.append((event.position, event.data["marker"]))
-            # Another database's writing transaction in the same cluster can hold positions back
-            # for a moment (see docs/architecture.md): done means nothing left to number.
             if finished and not batch and not await store.unsequenced():
                 return
             if not batch:
@@ -117,11 +116,7 @@ async def test_a_later_commit_waits_for_an_earlier_open_transaction(database: Da
         await tx.commit()
     finally:
         await slow.close()
-    for _ in range(1000):  # until both are numbered (other transactions in the cluster may delay it)
-        await store.sequence()
-        if not await store.unsequenced():
-            break
-        await asyncio.sleep(0.01)
+    await positioned(store)
     feed = await store.read_all(0, 10)
     assert [(e.position, e.type) for e in feed] == [(1, "t.slow"), (2, "t.fast")]
 
@@ -143,8 +138,7 @@ async def test_a_rolled_back_transaction_leaves_no_gap(database: Database, db_ur
     finally:
         await conn.close()
     await store.append("b", 0, [NewEvent("t.b", {})])
-    while await store.sequence():
-        pass
+    await positioned(store)
     assert [e.position for e in await store.read_all(0, 10)] == [1, 2]
 
 

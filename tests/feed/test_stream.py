@@ -123,7 +123,9 @@ def test_stream_live_resume_scope_slow_consumer_and_shutdown(db_url: str, tmp_pa
             received += chunk
         slow.close()
         ids = [int(line[4:]) for line in received.decode().splitlines() if line.startswith("id: ")]
-        assert ids == list(range(1, final + 1))  # every event, in order, none twice
+        # Every event, in order, none twice (a submission numbered just after `final` was read
+        # may arrive in the same chunk).
+        assert ids == list(range(1, len(ids) + 1)) and len(ids) >= final
 
         # Shutdown: an open stream ends by itself and the server stops promptly.
         def follow() -> None:

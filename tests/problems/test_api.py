@@ -102,6 +102,7 @@ async def test_district_path_with_return_extension_and_reopen(client: httpx.Asyn
     assert p["extension_request"]["requested_deadline"].startswith("2026-12-11")
     p = await command(client, pid, "decide-extension", {"approve": True})
     assert p["deadline"] == "2026-12-11T23:59:59+08:00" and p["extension_request"] is None
+    assert p["status_note"] == "经批准延期（等待材料），限 2026-12-11 前办结", "the enterprise is told"
     await command(client, pid, "progress", {"note": "已召开协调会"})
     await command(client, pid, "supervise", {"note": "请加快"})
     await command(client, pid, "resolve", {"resolution": "已解决"})

@@ -110,8 +110,9 @@ def test_a_room_can_override_the_proposal_and_reassign() -> None:
         "fg2",
         ("fg1",),
         deadline,
-        None,
+        3,
     )
+    assert s.facts[-1].data["proposed"] is False, "the rule version in force is recorded, not proposed"
     s.do(FG2, domain.Accept())
     again = s.do(DISPATCHER, domain.Assign(lead_unit_id="fg1"))
     assert (again.status, again.lead_unit_id, again.accepted_at) == (Status.assigned, "fg1", None)
@@ -362,3 +363,27 @@ def test_marking_overdue_happens_once_per_deadline() -> None:
     state = s.do(SYSTEM_ACTOR, domain.MarkOverdue(), after=timedelta(0))
     assert state.overdue_noted_for == state.deadline
     assert refused(s, SYSTEM_ACTOR, domain.MarkOverdue()).code == "invalid_transition"
+
+
+def test_status_notes_tell_the_enterprise_where_its_problem_stands() -> None:
+    s = Story()
+    assert s.state.status_note == "已受理，限 2026-11-19 前办结"
+    s.do(GROUP, domain.Escalate("x"))
+    assert s.state.status_note == "已提交区调度室协调，限 2026-11-30 前办结"
+    s.do(DISPATCHER, domain.Assign())
+    s.do(FG1, domain.Accept())
+    assert s.state.status_note == "已交牵头单位办理，限 2026-11-30 前办结", "accepting tells nothing new"
+    wanted = datetime(2026, 12, 11, 23, 59, 59, tzinfo=TZ)
+    s.do(FG1, domain.RequestExtension(wanted, "需要补充材料"))
+    s.do(DISPATCHER, domain.DecideExtension(approve=False))
+    assert s.state.status_note == "已交牵头单位办理，限 2026-11-30 前办结", "a refusal changes nothing"
+    s.do(FG1, domain.RequestExtension(wanted, "需要补充材料"))
+    s.do(DISPATCHER, domain.DecideExtension(approve=True))
+    assert s.state.status_note == "经批准延期（需要补充材料），限 2026-12-11 前办结"
+    plan = (domain.PlanStep("申报", date(2026, 12, 10)),)
+    s.do(FG1, domain.Defer("待指标下达", plan, date(2026, 12, 21)))
+    assert s.state.status_note == "暂缓办理：待指标下达（已制定阶段计划，2026-12-21 复核）"
+    s.do(FG1, domain.Resolve("已协调解决"))
+    assert s.state.status_note == "已办结：已协调解决"
+    s.do(PORTAL, domain.Feedback(5))
+    assert s.state.status_note == "已销号"

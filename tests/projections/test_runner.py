@@ -16,6 +16,7 @@ from app.core.db import Database
 from app.events import EventStore, NewEvent, RecordedEvent
 from app.projections.runner import Runner
 from tests.conftest import T0
+from tests.events.test_store import positioned
 
 OUT = sa.table("test_follower_out", sa.column("position"), sa.column("type"))
 
@@ -55,8 +56,7 @@ async def written(db: Database) -> list[int]:
 async def fill(store: EventStore, n: int) -> None:
     for i in range(n):
         await store.append(f"s-{i % 5}", i // 5, [NewEvent("t.even" if i % 2 == 0 else "t.odd", {"i": i})])
-    while await store.sequence():
-        pass
+    await positioned(store)
 
 
 async def test_every_event_once_in_order_across_batches(store: EventStore, database: Database) -> None:
@@ -74,8 +74,7 @@ async def test_every_event_once_in_order_across_batches(store: EventStore, datab
 async def fill_more(store: EventStore, n: int) -> None:
     for i in range(n):
         await store.append(f"more-{i}", 0, [NewEvent("t.odd", {})])
-    while await store.sequence():
-        pass
+    await positioned(store)
 
 
 async def test_a_type_filter_still_moves_the_checkpoint_to_the_head(

@@ -91,3 +91,28 @@ def test_counting_across_years_agrees_with_stepping(cal: WorkCalendar) -> None:
     for n in (1, 5, 12, 30, 120):
         end = cal.add_working_days(start, n)
         assert cal.working_days_between(start, end) == n
+
+
+def test_a_late_december_deadline_lands_in_2027_which_the_package_does_not_know(cal: WorkCalendar) -> None:
+    assert not cal.is_official(2027), "if chinese-calendar learns 2027, pick the next unknown year here"
+    # Thursday 24 Dec 2026 + 10 working days: 25, 28–31 Dec, then Monday–Friday in January 2027,
+    # where New Year's Day is only a holiday once an admin says so.
+    deadline = cal.deadline(local(date(2026, 12, 24)), 10)
+    assert deadline.astimezone(TZ).date() == date(2027, 1, 7)
+    assert cal.source(date(2027, 1, 1)) == "fallback" and cal.source(date(2026, 12, 31)) == "official"
+    cal.set_overrides({date(2027, 1, 1): False})
+    assert cal.source(date(2027, 1, 1)) == "override"
+    assert cal.deadline(local(date(2026, 12, 24)), 10).astimezone(TZ).date() == date(2027, 1, 8)
+    cal.set_overrides({})
+    assert cal.deadline(local(date(2026, 12, 24)), 10).astimezone(TZ).date() == date(2027, 1, 7)
+
+
+def test_counting_back_skips_holidays_and_counts_make_up_days(cal: WorkCalendar) -> None:
+    assert cal.working_day_back(date(2026, 10, 8), 1) == date(2026, 10, 8)
+    assert cal.working_day_back(date(2026, 10, 8), 2) == date(2026, 9, 30), "1–7 October are holidays"
+    assert cal.working_day_back(date(2026, 10, 11), 1) == date(2026, 10, 10), "a make-up Saturday"
+    assert cal.working_day_back(date(2026, 2, 24), 2) == date(2026, 2, 14), "across Spring Festival"
+    for day in (date(2026, 1, 5), date(2026, 10, 12), date(2027, 1, 4)):
+        for n in (1, 2, 6):
+            back = cal.working_day_back(day, n)
+            assert cal.is_workday(back) and cal.add_working_days(back, n - 1) == day
