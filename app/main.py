@@ -30,6 +30,10 @@ from app.events.sequencer import run_sequencer
 from app.problems.api import router as problems_router
 from app.problems.service import ProblemService
 from app.routing.calendar import WorkCalendar, official_years
+from app.webhooks.api import router as webhooks_router
+from app.webhooks.openapi import document_webhooks
+from app.webhooks.service import Webhooks
+from app.webhooks.workers import webhook_workers
 
 log = logging.getLogger("dispatchroom")
 
@@ -58,6 +62,10 @@ TAGS = [
     },
     {"name": "categories", "description": "Problem categories (also the Open311 services)."},
     {"name": "api keys", "description": "Keys, roles and scope."},
+    {
+        "name": "webhooks",
+        "description": "Signed notifications of problem events (Standard Webhooks); payloads under Webhooks.",
+    },
     {"name": "operations", "description": "Health, readiness and the error catalogue."},
 ]
 
@@ -88,6 +96,8 @@ class Services:
                 lambda stop: run_sequencer(self.store, stop, settings.sequencer_poll_ms / 1000)
             )
         self.problems = ProblemService(self.db, self.store, self.directory, self.rules, self.calendar, clock)
+        self.webhooks = Webhooks(self.db, self.store, self.directory, settings, clock)
+        self.workers += webhook_workers(self.webhooks, self.store, self.calendar, settings, clock)
 
     def attach(self, app: FastAPI) -> None:
         app.state.services = self
@@ -101,6 +111,7 @@ class Services:
             "directory",
             "keys",
             "problems",
+            "webhooks",
         ):
             setattr(app.state, name, getattr(self, name))
 
@@ -148,6 +159,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(problems_router)
     app.include_router(directory_router)
     app.include_router(keys_router)
+    app.include_router(webhooks_router)
+    document_webhooks(app)
     _operations(app)
     return app
 
@@ -245,6 +258,7 @@ def _problem_json_openapi(app: FastAPI) -> None:
             version=app.version,
             description=app.description,
             routes=app.routes,
+            webhooks=app.webhooks.routes,
             tags=app.openapi_tags,
         )
         components = schema.setdefault("components", {}).setdefault("schemas", {})

@@ -1,0 +1,500 @@
+"""The sender: claims due deliveries, POSTs them signed, records what happened.
+
+Claiming leases a delivery: one short transaction picks due rows (`FOR UPDATE SKIP LOCKED` on
+PostgreSQL, so concurrent senders in several processes take different rows; on SQLite the
+claim is a single-writer transaction), counts the attempt and moves `next_attempt_at` past the
+attempt's longest possible duration. The HTTP request runs outside any transaction (a
+transaction held across someone else's server would hold back the sequencer). If the process
+dies mid-attempt the lease runs out and another sender tries again with the same `webhook-id`:
+at-least-once. The attempt number is the lease's token, so a sender whose lease was taken over
+cannot overwrite the newer attempt's outcome.
+
+A hung receiver costs at most `WEBHOOK_ENDPOINT_CONCURRENCY` slots of this process for at most
+the total timeout (15 s); the other endpoints keep their slots. Results are written in batches,
+one transaction per loop turn, so the sender adds few writes to the command path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+from prometheus_client import Counter as MetricCounter
+from prometheus_client import Histogram
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+import app as app_package
+from app.core.clock import Clock
+from app.core.db import Database, UTCDateTime
+from app.core.settings import Settings
+from app.webhooks.egress import Egress, InvalidTarget, RefusedTarget, Target
+from app.webhooks.policy import Outcome, decide, should_disable
+from app.webhooks.service import Webhooks
+from app.webhooks.signing import signature_header
+from app.webhooks.tables import webhook_attempts, webhook_deliveries, webhook_subscriptions
+
+log = logging.getLogger(__name__)
+
+READ_CAP = 64 * 1024  # bytes of a response read at most
+RESPONSE_SHOWN = 1024  # bytes of it kept in the delivery log
+USER_AGENT = f"Dispatchroom-Webhooks/{app_package.__version__}"
+
+ATTEMPTS = MetricCounter(
+    "dispatchroom_webhook_attempts_total", "Webhook delivery attempts by outcome.", ["outcome"]
+)
+ATTEMPT_SECONDS = Histogram(
+    "dispatchroom_webhook_attempt_duration_seconds",
+    "Duration of webhook delivery attempts.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15),
+)
+DELIVERY_SECONDS = Histogram(
+    "dispatchroom_webhook_delivery_seconds",
+    "From fan-out to a successful delivery.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 60, 600, 3600, 86400),
+)
+DISABLED = MetricCounter("dispatchroom_webhook_disabled_total", "Webhooks disabled by the service.")
+
+wd = webhook_deliveries
+ws = webhook_subscriptions
+
+_RECORD = (
+    sa.update(wd)
+    .where(
+        wd.c.id == sa.bindparam("b_id"),
+        wd.c.attempts == sa.bindparam("b_attempt"),
+        # A failure only moves a pending delivery (not one failed meanwhile because its
+        # subscription was disabled); a success is a fact whatever happened meanwhile.
+        sa.or_(wd.c.status == "pending", sa.bindparam("b_success", type_=sa.Boolean)),
+    )
+    .values(
+        status=sa.bindparam("b_status", type_=sa.String),
+        next_attempt_at=sa.bindparam("b_next", type_=UTCDateTime),
+        delivered_at=sa.func.coalesce(sa.bindparam("b_delivered_at", type_=UTCDateTime), wd.c.delivered_at),
+        last_status_code=sa.bindparam("b_code", type_=sa.SmallInteger),
+        last_error=sa.bindparam("b_error", type_=sa.String),
+    )
+)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: str
+    subscription_id: str
+    url: str
+    body: str
+    attempt: int
+    round_start: int
+    secrets: tuple[str, ...]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Result:
+    claimed: Claimed
+    attempted_at: datetime
+    status_code: int | None
+    latency_ms: int
+    response: str | None
+    error: str | None
+
+
+class Sender:
+    def __init__(
+        self,
+        db: Database,
+        webhooks: Webhooks,
+        settings: Settings,
+        clock: Clock,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.db = db
+        self.webhooks = webhooks
+        self.egress: Egress = webhooks.egress
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.schedule = list(settings.webhook_retry_schedule)
+        self.disable_after = timedelta(seconds=settings.webhook_disable_after_seconds)
+        self.concurrency = settings.webhook_concurrency
+        self.per_endpoint = settings.webhook_endpoint_concurrency
+        self.poll = settings.webhook_poll_ms / 1000
+        self.timeout = settings.webhook_timeout_seconds
+        self.connect_timeout = settings.webhook_connect_timeout_seconds
+        # Longer than any attempt can take: until then nobody else takes the delivery.
+        self.lease = timedelta(seconds=2 * self.timeout)
+        self.name = f"{socket.gethostname()}:{os.getpid()}"[:100]
+        self.inflight: Counter[str] = Counter()  # subscription id → attempts under way
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.results: list[Result] = []
+        self._client: httpx.AsyncClient | None = None
+
+    @property
+    def wake(self) -> asyncio.Event:
+        return self.webhooks.wake
+
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                timeout=httpx.Timeout(self.timeout, connect=self.connect_timeout),
+                follow_redirects=False,
+                trust_env=False,  # no proxy from the environment: we connect where we checked
+                limits=httpx.Limits(
+                    max_connections=self.concurrency, max_keepalive_connections=self.concurrency
+                ),
+            )
+        return self._client
+
+    # -- the loop --------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        try:
+            while not stop.is_set():
+                self.wake.clear()
+                try:
+                    await self.flush()
+                    free = self.concurrency - sum(self.inflight.values())
+                    claimed = await self.claim(free) if free > 0 and await self.due() else []
+                    for item in claimed:
+                        self._start(item)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("webhook sender failed; retrying")
+                    await asyncio.sleep(1)
+                    continue
+                if claimed and len(claimed) == free:
+                    continue  # there may be more due right now
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), self.poll)
+        finally:
+            await self.close()
+
+    async def run_once(self) -> int:
+        """Claim what is due, send it, record it (tests and benchmarks); returns how many."""
+        claimed = await self.claim(self.concurrency)
+        for item in claimed:
+            self._start(item)
+        if self.tasks:
+            await asyncio.gather(*self.tasks)
+        await self.flush()
+        return len(claimed)
+
+    async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        # What finished is recorded; what was cut short stays leased and is retried.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.flush(), 5)
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def _start(self, item: Claimed) -> None:
+        self.inflight[item.subscription_id] += 1
+        task = asyncio.create_task(self._attempt(item))
+        self.tasks.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self.tasks.discard(t)
+            self.inflight[item.subscription_id] -= 1
+            if self.inflight[item.subscription_id] <= 0:
+                del self.inflight[item.subscription_id]
+            self.wake.set()
+
+        task.add_done_callback(done)
+
+    # -- claiming --------------------------------------------------------------------------
+
+    async def due(self) -> bool:
+        """A cheap read before the claim's write transaction: is anything due at all?"""
+        async with self.db.read() as conn:
+            first = (
+                await conn.execute(
+                    sa.select(wd.c.id)
+                    .where(wd.c.status == "pending", wd.c.next_attempt_at <= self.clock.now())
+                    .limit(1)
+                )
+            ).first()
+        return first is not None
+
+    async def claim(self, limit: int) -> list[Claimed]:
+        now = self.clock.now()
+        saturated = sorted(s for s, n in self.inflight.items() if n >= self.per_endpoint)
+        due = sa.and_(wd.c.status == "pending", wd.c.next_attempt_at <= now)
+        ranked_q = sa.select(
+            wd.c.id,
+            sa.func.row_number()
+            .over(partition_by=wd.c.subscription_id, order_by=(wd.c.next_attempt_at, wd.c.id))
+            .label("rn"),
+        ).where(due)
+        if saturated:
+            ranked_q = ranked_q.where(wd.c.subscription_id.not_in(saturated))
+        ranked = ranked_q.subquery()
+        pick = (
+            sa.select(wd.c.id, wd.c.subscription_id)
+            .where(wd.c.id.in_(sa.select(ranked.c.id).where(ranked.c.rn <= self.per_endpoint)), due)
+            .order_by(wd.c.next_attempt_at, wd.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        async with self.db.transaction() as conn:
+            rows = (await conn.execute(pick)).all()
+            room = Counter({s: self.per_endpoint - n for s, n in self.inflight.items()})
+            chosen: list[str] = []
+            for row in rows:
+                left = room.get(row.subscription_id, self.per_endpoint)
+                if left > 0:
+                    room[row.subscription_id] = left - 1
+                    chosen.append(row.id)
+            if not chosen:
+                return []
+            await conn.execute(
+                sa.update(wd)
+                .where(wd.c.id.in_(chosen))
+                .values(attempts=wd.c.attempts + 1, next_attempt_at=now + self.lease, last_attempt_at=now)
+            )
+            details = (
+                await conn.execute(
+                    sa.select(
+                        wd.c.id,
+                        wd.c.subscription_id,
+                        wd.c.body,
+                        wd.c.attempts,
+                        wd.c.round_start,
+                        wd.c.created_at,
+                        ws.c.url,
+                        ws.c.enabled,
+                        ws.c.secret,
+                        ws.c.previous_secret,
+                        ws.c.previous_secret_expires_at,
+                    )
+                    .join(ws, ws.c.id == wd.c.subscription_id)
+                    .where(wd.c.id.in_(chosen))
+                    .order_by(wd.c.next_attempt_at, wd.c.id)
+                )
+            ).all()
+        claimed = []
+        for d in details:
+            if not d.enabled:
+                continue  # disabled a moment ago: its pending deliveries have failed
+            in_force = [d.secret]
+            if d.previous_secret and d.previous_secret_expires_at and d.previous_secret_expires_at > now:
+                in_force.append(d.previous_secret)
+            claimed.append(
+                Claimed(
+                    id=d.id,
+                    subscription_id=d.subscription_id,
+                    url=d.url,
+                    body=d.body,
+                    attempt=d.attempts,
+                    round_start=d.round_start,
+                    secrets=tuple(in_force),
+                    created_at=d.created_at,
+                )
+            )
+        return claimed
+
+    # -- sending ---------------------------------------------------------------------------
+
+    async def _attempt(self, item: Claimed) -> None:
+        attempted_at = self.clock.now()
+        started = time.perf_counter()
+        status_code: int | None = None
+        response: str | None = None
+        error: str | None = None
+        try:
+            async with asyncio.timeout(self.timeout):
+                target = await self.egress.check(item.url)
+                status_code, response = await self._post(target, item)
+        except TimeoutError:
+            error = f"no complete answer within {self.timeout:g} s"
+        except (InvalidTarget, RefusedTarget) as exc:
+            error = f"refused: {exc}"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}".rstrip(": ")
+        except Exception as exc:  # whatever else goes wrong is this attempt's failure
+            log.exception("webhook attempt %s failed unexpectedly", item.id)
+            error = f"{type(exc).__name__}: {exc}".rstrip(": ")
+        elapsed = time.perf_counter() - started
+        ATTEMPT_SECONDS.observe(elapsed)
+        self.results.append(
+            Result(
+                claimed=item,
+                attempted_at=attempted_at,
+                status_code=status_code,
+                latency_ms=round(elapsed * 1000),
+                response=response,
+                error=error[:500] if error else None,
+            )
+        )
+
+    async def _post(self, target: Target, item: Claimed) -> tuple[int, str]:
+        body = item.body.encode()
+        timestamp = int(self.clock.now().timestamp())
+        url = httpx.URL(target.url)
+        headers = {
+            "Host": url.netloc.decode("ascii"),
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            "Accept-Encoding": "identity",
+            "webhook-id": item.id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": signature_header(item.secrets, item.id, timestamp, body),
+        }
+        extensions: dict[str, Any] = {}
+        if target.scheme == "https" and str(target.address) != target.host.strip("[]"):
+            extensions["sni_hostname"] = target.host  # TLS for the name, not the address
+        request = self.client().build_request(
+            "POST",
+            url.copy_with(host=str(target.address)),  # the address we checked, not a new lookup
+            content=body,
+            headers=headers,
+            extensions=extensions,
+        )
+        response = await self.client().send(request, stream=True)
+        try:
+            read = bytearray()
+            async for chunk in response.aiter_raw():
+                read += chunk
+                if len(read) >= READ_CAP:
+                    break
+        finally:
+            await response.aclose()
+        return response.status_code, bytes(read[:RESPONSE_SHOWN]).decode("utf-8", "replace")
+
+    # -- recording -------------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Write the finished attempts and their consequences in one transaction; then disable
+        the endpoints that asked for it (410) or have failed for too long."""
+        if not self.results:
+            return
+        results, self.results = self.results, []
+        try:
+            disable = await self._record(results)
+        except Exception:
+            self.results = results + self.results  # try again next turn
+            raise
+        for subscription_id, reason, delivery_id, status_code in disable:
+            if await self.webhooks.disable(
+                subscription_id, reason, delivery_id=delivery_id, status_code=status_code
+            ):
+                DISABLED.inc()
+
+    async def _record(self, results: list[Result]) -> list[tuple[str, str, str, int | None]]:
+        now = self.clock.now()
+        decided = []
+        for r in results:
+            c = r.claimed
+            decision = decide(
+                r.status_code,
+                failures_this_round=c.attempt - c.round_start,
+                now=now,
+                schedule=self.schedule,
+                rng=self.rng,
+            )
+            decided.append((r, decision))
+        succeeded = {r.claimed.subscription_id for r, d in decided if d.outcome is Outcome.delivered}
+        failed = {r.claimed.subscription_id for r, d in decided} - succeeded
+        disable: list[tuple[str, str, str, int | None]] = []
+        async with self.db.transaction() as conn:
+            # Lock order: subscriptions, then deliveries (as `Webhooks.disable` does).
+            if succeeded:
+                await conn.execute(
+                    sa.update(ws)
+                    .where(ws.c.id.in_(sorted(succeeded)), ws.c.failing_since.is_not(None))
+                    .values(failing_since=None)
+                )
+            failing: dict[str, datetime] = {}
+            if failed:
+                await conn.execute(
+                    sa.update(ws)
+                    .where(ws.c.id.in_(sorted(failed)), ws.c.failing_since.is_(None))
+                    .values(failing_since=now)
+                )
+                failing = {
+                    row.id: row.failing_since
+                    for row in await conn.execute(
+                        sa.select(ws.c.id, ws.c.failing_since).where(ws.c.id.in_(sorted(failed)))
+                    )
+                }
+            present = await self._lock_present(conn, sorted({r.claimed.id for r in results}))
+            attempts = []
+            updates = []
+            for r, d in decided:
+                c = r.claimed
+                ATTEMPTS.labels(d.outcome.value).inc()
+                if d.outcome is Outcome.delivered:
+                    DELIVERY_SECONDS.observe(max(0.0, (now - c.created_at).total_seconds()))
+                if c.id not in present:
+                    continue  # deleted with its subscription meanwhile
+                attempts.append(
+                    {
+                        "delivery_id": c.id,
+                        "number": c.attempt,
+                        "attempted_at": r.attempted_at,
+                        "status_code": r.status_code,
+                        "latency_ms": r.latency_ms,
+                        "response": r.response,
+                        "error": r.error,
+                        "outcome": d.outcome.value,
+                        "next_retry_at": d.next_attempt_at,
+                        "sender": self.name,
+                    }
+                )
+                success = d.outcome is Outcome.delivered
+                updates.append(
+                    {
+                        "b_id": c.id,
+                        "b_attempt": c.attempt,
+                        "b_success": success,
+                        "b_status": {Outcome.delivered: "delivered", Outcome.retry: "pending"}.get(
+                            d.outcome, "failed"
+                        ),
+                        "b_next": d.next_attempt_at,
+                        "b_delivered_at": now if success else None,
+                        "b_code": r.status_code,
+                        "b_error": r.error
+                        if r.error or success
+                        else f"HTTP {r.status_code}: {(r.response or '')[:200]}",
+                    }
+                )
+                if d.outcome is Outcome.gone:
+                    disable.append((c.subscription_id, "the endpoint answered 410 Gone", c.id, 410))
+                elif not success and should_disable(failing.get(c.subscription_id), now, self.disable_after):
+                    since = failing[c.subscription_id].isoformat(timespec="seconds")
+                    disable.append(
+                        (
+                            c.subscription_id,
+                            f"every delivery has failed since {since}; the last: "
+                            + (r.error or f"HTTP {r.status_code}"),
+                            c.id,
+                            r.status_code,
+                        )
+                    )
+            if attempts:
+                await conn.execute(sa.insert(webhook_attempts), attempts)
+            if updates:
+                await conn.execute(_RECORD, updates)
+        once: dict[str, tuple[str, str, str, int | None]] = {}
+        for item in disable:
+            once.setdefault(item[0], item)
+        return list(once.values())
+
+    async def _lock_present(self, conn: AsyncConnection, ids: list[str]) -> set[str]:
+        rows = await conn.execute(
+            sa.select(wd.c.id).where(wd.c.id.in_(ids)).order_by(wd.c.id).with_for_update()
+        )
+        return {row.id for row in rows}
