@@ -32,6 +32,15 @@ def dispatchroom(*args: str, env: dict[str, str], timeout: float = 120) -> subpr
 @contextmanager
 def server(env: dict[str, str], *args: str, startup_timeout: float = 90) -> Iterator[str]:
     """Start `dispatchroom serve` (migrating first) and yield its base URL; stop it at the end."""
+    with server_process(env, *args, startup_timeout=startup_timeout) as (_proc, base):
+        yield base
+
+
+@contextmanager
+def server_process(
+    env: dict[str, str], *args: str, startup_timeout: float = 90
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """As `server`, also yielding the process (to kill it: crash tests)."""
     port = free_port()
     log = Path(env.get("SERVER_LOG", os.devnull))
     with log.open("ab") as out:
@@ -65,7 +74,7 @@ def server(env: dict[str, str], *args: str, startup_timeout: float = 90) -> Iter
             if time.monotonic() > deadline:
                 raise TimeoutError("server did not start")
             time.sleep(0.1)
-        yield base
+        yield proc, base
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 import app.core.db  # noqa: F401  (custom column types: app.core.db.UTCDateTime …)
-from sqlalchemy.dialects import postgresql
 
 revision: str = "c8048ce0cb66"
 down_revision: str | None = "9aa688ab587d"

@@ -536,7 +536,12 @@ class Webhooks:
                 raise AppError("conflict", f"{delivery_id} is a log entry, not a delivery")
             event = NewEvent(
                 WEBHOOK_REDELIVERY_REQUESTED,
-                {"id": sub.id, "delivery_id": row.id, "event_id": row.event_id, "event_type": row.event_type},
+                {
+                    "id": sub.id,
+                    "delivery_id": row.id,
+                    "event_id": str(row.event_id) if row.event_id else None,
+                    "event_type": row.event_type,
+                },
                 metadata=event_metadata(caller, meta),
             )
             stmt = (

@@ -131,11 +131,9 @@ class Receiver:
                 answer = self.respond(request, count)
                 if answer.delay:
                     await asyncio.sleep(answer.delay)
-                extra = "".join(f"{k}: {v}\r\n" for k, v in answer.headers.items())
-                writer.write(
-                    f"HTTP/1.1 {answer.status} X\r\nContent-Length: {len(answer.body)}\r\n{extra}\r\n".encode()
-                    + answer.body
-                )
+                lines = [f"HTTP/1.1 {answer.status} X", f"Content-Length: {len(answer.body)}"]
+                lines += [f"{k}: {v}" for k, v in answer.headers.items()]
+                writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + answer.body)
                 await writer.drain()
                 request.answered = answer.status
         except (

@@ -4,7 +4,7 @@ redelivery, pings, rotation, timeouts, redirects."""
 
 from __future__ import annotations
 
-import asyncio
+import itertools
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -131,3 +131,222 @@ async def test_unit_filter_follows_the_units_involved(
         assert await deliveries(services, other["id"]) == []
         for r in (team, group_b):
             r.assert_all_verified()
+
+
+def fail_first(n: int, status: int = 500) -> Any:
+    return lambda _r, count: Answer(status, b"not yet") if count < n else Answer(200, b"ok")
+
+
+async def test_a_receiver_that_fails_three_times_gets_it_once_more_with_the_same_id(
+    client: httpx.AsyncClient, city: City
+) -> None:
+    with Receiver(fail_first(3)) as receiver:
+        hook = await subscribe(client, receiver, event_types=["problem.submitted"])
+        await submit(client, city.enterprise())
+        [entry] = await settled_log(client, hook["id"], 1)
+        got = receiver.snapshot()
+    assert len(got) == 4, "three failures, then exactly one more"
+    assert len({r.webhook_id for r in got}) == 1 and got[0].webhook_id == entry["id"]
+    assert len({r.body for r in got}) == 1, "the same bytes every time"
+    receiver.assert_all_verified()
+    gaps = [b.at - a.at for a, b in itertools.pairwise(got)]
+    assert all(gap >= 0.75 for gap in gaps), f"1 s backoff with at most 20 % jitter: {gaps}"
+    assert (entry["status"], entry["attempt_count"], entry["last_status_code"]) == ("delivered", 4, 200)
+    attempts = list(reversed(entry["attempts"]))
+    assert [a["outcome"] for a in attempts] == ["retry", "retry", "retry", "delivered"]
+    assert [a["number"] for a in attempts] == [1, 2, 3, 4]
+    assert all(a["next_retry_at"] for a in attempts[:3]) and attempts[0]["response"] == "not yet"
+
+
+@pytest.mark.parametrize("webhook_settings", [{"webhook_retry_schedule": [0, 1]}])
+async def test_a_delivery_fails_for_good_when_the_schedule_is_used_up(
+    client: httpx.AsyncClient, city: City
+) -> None:
+    with Receiver(always(503)) as receiver:
+        hook = await subscribe(client, receiver, event_types=["problem.submitted"])
+        await submit(client, city.enterprise())
+        [entry] = await settled_log(client, hook["id"], 1)
+    assert (entry["status"], entry["attempt_count"], entry["next_attempt_at"]) == ("failed", 2, None)
+    assert entry["last_error"].startswith("HTTP 503")
+    assert [a["outcome"] for a in entry["attempts"]] == ["failed", "retry"]
+    current = (await client.get(f"/v1/webhooks/{hook['id']}")).json()
+    assert current["enabled"] is True and current["failing_since"] is not None
+
+
+async def test_410_disables_the_subscription_records_it_and_tells_the_owner(
+    client: httpx.AsyncClient, services: Services, city: City
+) -> None:
+    with Receiver(always(410, b"gone for good")) as receiver:
+        hook = await subscribe(client, receiver, event_types=["problem.submitted"])
+        await submit(client, city.enterprise())
+
+        async def disabled() -> dict[str, Any] | None:
+            body: dict[str, Any] = (await client.get(f"/v1/webhooks/{hook['id']}")).json()
+            return body if not body["enabled"] else None
+
+        current = await eventually(disabled)
+        assert "410" in current["disabled_reason"] and current["disabled_at"]
+        listed = (await client.get("/v1/webhooks", params={"enabled": "false"})).json()["items"]
+        assert [h["id"] for h in listed] == [hook["id"]]
+        events = await services.store.read_stream(f"webhook-{hook['id']}")
+        assert [e.type for e in events] == ["webhook.created", "webhook.disabled"]
+        disabled_event = events[-1]
+        assert disabled_event.metadata["actor"] == "system"
+        assert disabled_event.data["owner_key_id"] == hook["owner_key_id"]
+        assert disabled_event.data["status_code"] == 410
+        log = await log_of(client, hook["id"])
+        assert [(d["kind"], d["event_type"], d["status"]) for d in log] == [
+            ("notice", "webhook.disabled", "notice"),
+            ("event", "problem.submitted", "failed"),
+        ]
+        assert log[1]["attempts"][0]["outcome"] == "gone"
+        # Nothing more is sent to it; pings and retries are refused until it is re-enabled.
+        await submit(client, city.enterprise())
+        await fanned_out(services)
+        assert len(await deliveries(services, hook["id"])) == 2
+        assert (await client.post(f"/v1/webhooks/{hook['id']}/test")).json()["code"] == "webhook_disabled"
+        retry = await client.post(f"/v1/webhooks/{hook['id']}/deliveries/{log[1]['id']}/retry")
+        assert retry.status_code == 409
+        assert len(receiver.snapshot()) == 1
+        receiver.assert_all_verified()
+
+
+@pytest.mark.parametrize(
+    "webhook_settings",
+    [{"webhook_disable_after_seconds": 2, "webhook_retry_schedule": [0, 1, 1, 1, 1, 1, 1, 1, 1]}],
+)
+async def test_an_endpoint_failing_everything_for_the_configured_time_is_disabled(
+    client: httpx.AsyncClient, services: Services, city: City
+) -> None:
+    with Receiver(always(500)) as receiver:
+        hook = await subscribe(client, receiver, event_types=["problem.submitted"])
+        started = time.monotonic()
+        await submit(client, city.enterprise())
+
+        async def disabled() -> dict[str, Any] | None:
+            body: dict[str, Any] = (await client.get(f"/v1/webhooks/{hook['id']}")).json()
+            return body if not body["enabled"] else None
+
+        current = await eventually(disabled)
+        assert time.monotonic() - started >= 2
+        assert current["disabled_reason"].startswith("every delivery has failed since")
+        assert len(receiver.snapshot()) >= 3
+        events = await services.store.read_stream(f"webhook-{hook['id']}")
+        assert events[-1].type == "webhook.disabled"
+        log = await log_of(client, hook["id"])
+        assert log[0]["kind"] == "notice" and log[1]["status"] == "failed"
+        # Re-enabling starts afresh: the failure clock is reset, new events flow again.
+        enabled = await client.patch(f"/v1/webhooks/{hook['id']}", json={"enabled": True})
+        assert enabled.json()["enabled"] is True and enabled.json()["disabled_reason"] is None
+        assert enabled.json()["failing_since"] is None
+        receiver.respond = always(200)
+        await submit(client, city.enterprise())
+        await receiver.wait_for(lambda r: any(x.answered == 200 for x in r))
+        receiver.assert_all_verified()
+
+
+async def test_redelivery_sends_the_same_message_again_and_is_recorded(
+    client: httpx.AsyncClient, services: Services, city: City, receiver: Receiver
+) -> None:
+    hook = await subscribe(client, receiver, event_types=["problem.submitted"])
+    await submit(client, city.enterprise())
+    [entry] = await settled_log(client, hook["id"], 1)
+    response = await client.post(f"/v1/webhooks/{hook['id']}/deliveries/{entry['id']}/retry")
+    assert response.status_code == 202, response.text
+    assert response.json()["status"] == "pending" and response.json()["requested_by"]
+    first, again = await receiver.wait_count(2)
+    assert first.webhook_id == again.webhook_id == entry["id"] and first.body == again.body
+    receiver.assert_all_verified()
+    [entry] = await settled_log(client, hook["id"], 1)
+    assert (entry["status"], entry["attempt_count"]) == ("delivered", 2)
+    events = await services.store.read_stream(f"webhook-{hook['id']}")
+    assert events[-1].type == "webhook.redelivery_requested"
+    assert events[-1].data["delivery_id"] == entry["id"] and events[-1].metadata["role"] == "admin"
+    missing = await client.post(f"/v1/webhooks/{hook['id']}/deliveries/msg_nope/retry")
+    assert missing.status_code == 404
+
+
+async def test_ping_and_secret_rotation(client: httpx.AsyncClient, receiver: Receiver) -> None:
+    hook = await subscribe(client, receiver)
+    old = hook["secret"]
+    response = await client.post(f"/v1/webhooks/{hook['id']}/test")
+    assert response.status_code == 202 and response.json()["kind"] == "ping"
+    [ping] = await receiver.wait_count(1)
+    assert ping.type == "webhook.ping" and ping.json["data"]["webhook_id"] == hook["id"]
+    assert ping.verified_by == [old] and len(ping.signatures) == 1
+
+    rotated = await client.post(
+        f"/v1/webhooks/{hook['id']}/rotate-secret", json={"grace_period_seconds": 3600}
+    )
+    assert rotated.status_code == 200, rotated.text
+    new = rotated.json()["secret"]
+    assert new != old and new.startswith("whsec_") and rotated.json()["previous_secret_expires_at"]
+    receiver.secrets.append(new)
+    await client.post(f"/v1/webhooks/{hook['id']}/test")
+    got = await receiver.wait_count(2)
+    assert len(got[1].signatures) == 2 and set(got[1].verified_by) == {old, new}, (
+        "both sign in the grace period"
+    )
+
+    # Without a grace period the old secret stops at once.
+    again = (
+        await client.post(f"/v1/webhooks/{hook['id']}/rotate-secret", json={"grace_period_seconds": 0})
+    ).json()
+    receiver.secrets.append(again["secret"])
+    assert again["previous_secret_expires_at"] is None
+    await client.post(f"/v1/webhooks/{hook['id']}/test")
+    got = await receiver.wait_count(3)
+    assert got[2].verified_by == [again["secret"]] and len(got[2].signatures) == 1
+    log = await settled_log(client, hook["id"], 3)
+    assert all(d["kind"] == "ping" and d["status"] == "delivered" for d in log)
+
+
+@pytest.mark.parametrize(
+    "webhook_settings",
+    [{"webhook_timeout_seconds": 2.0, "webhook_endpoint_concurrency": 2, "webhook_concurrency": 8}],
+)
+async def test_a_hung_receiver_neither_blocks_other_endpoints_nor_slows_commands(
+    client: httpx.AsyncClient, city: City
+) -> None:
+    with Receiver(always(200, delay=30)) as hung, Receiver() as healthy:
+        hung_hook = await subscribe(client, hung, event_types=["problem.submitted"])
+        await subscribe(client, healthy, event_types=["problem.submitted"])
+        for _ in range(3):
+            await submit(client, city.enterprise())
+        await hung.wait_count(2)  # two attempts (the endpoint's share) hang now
+        started = time.monotonic()
+        for _ in range(3):
+            await submit(client, city.enterprise())
+        commands = time.monotonic() - started
+        await healthy.wait_count(6, timeout=5)
+        assert commands < 3, f"three commands took {commands:.2f} s"
+        assert len(hung.snapshot()) <= 2, "no more than the endpoint's share of slots at a time"
+        healthy.assert_all_verified()
+
+        async def timed_out() -> list[dict[str, Any]]:
+            log = await log_of(client, hung_hook["id"])
+            return [a for d in log for a in d["attempts"] if a["error"]]
+
+        [first, *_] = await eventually(timed_out, timeout=10)
+        assert first["error"] == "no complete answer within 2 s" and first["outcome"] == "retry"
+        assert first["status_code"] is None and first["latency_ms"] >= 1900
+
+
+@pytest.mark.parametrize("webhook_settings", [{"webhook_retry_schedule": [0]}])
+async def test_redirects_are_not_followed_and_responses_are_read_only_so_far(
+    client: httpx.AsyncClient, city: City
+) -> None:
+    with Receiver() as target:
+
+        def respond(request: Any, _n: int) -> Answer:
+            if request.path == "/hook":
+                return Answer(302, b"x" * 200_000, headers={"Location": target.url + "/elsewhere"})
+            return Answer(200)
+
+        target.respond = respond
+        hook = await subscribe(client, target, event_types=["problem.submitted"])
+        await submit(client, city.enterprise())
+        [entry] = await settled_log(client, hook["id"], 1)
+    assert [r.path for r in target.snapshot()] == ["/hook"], "the redirect was not followed"
+    assert (entry["status"], entry["last_status_code"]) == ("failed", 302)
+    assert len(entry["attempts"][0]["response"]) == 1024, "1 KiB of the answer is kept"
