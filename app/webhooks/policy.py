@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 JITTER = 0.2
+MAX_RETRY_AFTER = timedelta(days=1)
 
 
 class Outcome(StrEnum):
@@ -57,14 +58,27 @@ def decide(
     now: datetime,
     schedule: Sequence[int],
     rng: random.Random,
+    retry_after: float | None = None,
 ) -> Decision:
-    """What follows an attempt. `failures_this_round` counts this attempt if it failed."""
+    """What follows an attempt. `failures_this_round` counts this attempt if it failed. A
+    receiver's `Retry-After` (429, 503) can make the wait longer, never shorter, and at most a
+    day."""
     outcome = classify(status_code)
     if outcome is not Outcome.retry:
         return Decision(outcome, None)
     if failures_this_round >= len(schedule):
         return Decision(Outcome.failed, None)
-    return Decision(Outcome.retry, now + jittered(schedule[failures_this_round], rng))
+    wait = jittered(schedule[failures_this_round], rng)
+    if retry_after is not None and retry_after > 0:
+        wait = max(wait, min(timedelta(seconds=retry_after), MAX_RETRY_AFTER))
+    return Decision(Outcome.retry, now + wait)
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """`Retry-After` in seconds (the HTTP-date form is ignored: clocks differ)."""
+    if value is None or not value.strip().isdigit():
+        return None
+    return float(value.strip())
 
 
 def should_disable(failing_since: datetime | None, now: datetime, disable_after: timedelta) -> bool:

@@ -39,7 +39,7 @@ from app.core.clock import Clock
 from app.core.db import Database, UTCDateTime
 from app.core.settings import Settings
 from app.webhooks.egress import Egress, InvalidTarget, RefusedTarget, Target
-from app.webhooks.policy import Outcome, decide, should_disable
+from app.webhooks.policy import Outcome, decide, retry_after_seconds, should_disable
 from app.webhooks.service import Webhooks
 from app.webhooks.signing import signature_header
 from app.webhooks.tables import webhook_attempts, webhook_deliveries, webhook_subscriptions
@@ -107,6 +107,7 @@ class Result:
     latency_ms: int
     response: str | None
     error: str | None
+    retry_after: float | None = None
 
 
 class Sender:
@@ -137,6 +138,7 @@ class Sender:
         self.inflight: Counter[str] = Counter()  # subscription id → attempts under way
         self.tasks: set[asyncio.Task[None]] = set()
         self.results: list[Result] = []
+        self.flush_failures = 0
         self._client: httpx.AsyncClient | None = None
 
     @property
@@ -285,10 +287,17 @@ class Sender:
                     .order_by(wd.c.next_attempt_at, wd.c.id)
                 )
             ).all()
+            orphans = [d.id for d in details if not d.enabled]
+            if orphans:  # fanned out while the subscription was being disabled
+                await conn.execute(
+                    sa.update(wd)
+                    .where(wd.c.id.in_(orphans))
+                    .values(status="failed", next_attempt_at=None, last_error="the subscription was disabled")
+                )
         claimed = []
         for d in details:
             if not d.enabled:
-                continue  # disabled a moment ago: its pending deliveries have failed
+                continue
             in_force = [d.secret]
             if d.previous_secret and d.previous_secret_expires_at and d.previous_secret_expires_at > now:
                 in_force.append(d.previous_secret)
@@ -314,10 +323,11 @@ class Sender:
         status_code: int | None = None
         response: str | None = None
         error: str | None = None
+        retry_after: float | None = None
         try:
             async with asyncio.timeout(self.timeout):
                 target = await self.egress.check(item.url)
-                status_code, response = await self._post(target, item)
+                status_code, response, retry_after = await self._post(target, item)
         except TimeoutError:
             error = f"no complete answer within {self.timeout:g} s"
         except (InvalidTarget, RefusedTarget) as exc:
@@ -337,10 +347,11 @@ class Sender:
                 latency_ms=round(elapsed * 1000),
                 response=response,
                 error=error[:500] if error else None,
+                retry_after=retry_after,
             )
         )
 
-    async def _post(self, target: Target, item: Claimed) -> tuple[int, str]:
+    async def _post(self, target: Target, item: Claimed) -> tuple[int, str, float | None]:
         body = item.body.encode()
         timestamp = int(self.clock.now().timestamp())
         url = httpx.URL(target.url)
@@ -372,7 +383,8 @@ class Sender:
                     break
         finally:
             await response.aclose()
-        return response.status_code, bytes(read[:RESPONSE_SHOWN]).decode("utf-8", "replace")
+        shown = bytes(read[:RESPONSE_SHOWN]).decode("utf-8", "replace")
+        return response.status_code, shown, retry_after_seconds(response.headers.get("retry-after"))
 
     # -- recording -------------------------------------------------------------------------
 
@@ -385,8 +397,14 @@ class Sender:
         try:
             disable = await self._record(results)
         except Exception:
-            self.results = results + self.results  # try again next turn
+            self.flush_failures += 1
+            if self.flush_failures < 3:
+                self.results = results + self.results  # try again next turn
+            else:  # give up on these records; their leases run out and they are sent again
+                log.error("dropping %d webhook attempt records after repeated failures", len(results))
+                self.flush_failures = 0
             raise
+        self.flush_failures = 0
         for subscription_id, reason, delivery_id, status_code in disable:
             if await self.webhooks.disable(
                 subscription_id, reason, delivery_id=delivery_id, status_code=status_code
@@ -404,6 +422,7 @@ class Sender:
                 now=now,
                 schedule=self.schedule,
                 rng=self.rng,
+                retry_after=r.retry_after,
             )
             decided.append((r, decision))
         succeeded = {r.claimed.subscription_id for r, d in decided if d.outcome is Outcome.delivered}

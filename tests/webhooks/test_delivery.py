@@ -350,3 +350,32 @@ async def test_redirects_are_not_followed_and_responses_are_read_only_so_far(
     assert [r.path for r in target.snapshot()] == ["/hook"], "the redirect was not followed"
     assert (entry["status"], entry["last_status_code"]) == ("failed", 302)
     assert len(entry["attempts"][0]["response"]) == 1024, "1 KiB of the answer is kept"
+
+
+async def test_retry_after_is_respected(client: httpx.AsyncClient, city: City) -> None:
+    def respond(_r: Any, n: int) -> Answer:
+        return Answer(429, b"slow down", headers={"Retry-After": "3"}) if n == 0 else Answer(200)
+
+    with Receiver(respond) as receiver:
+        hook = await subscribe(client, receiver, event_types=["problem.submitted"])
+        await submit(client, city.enterprise())
+        first, second = await receiver.wait_count(2, timeout=15)
+        await settled_log(client, hook["id"], 1)
+    assert second.at - first.at >= 2.9, "the schedule said 1 s, the receiver 3 s"
+    assert first.webhook_id == second.webhook_id
+
+
+@pytest.mark.parametrize("webhook_settings", [{"webhook_timeout_seconds": 2.0}])
+async def test_deleting_a_subscription_with_an_attempt_under_way(
+    client: httpx.AsyncClient, city: City, caplog: pytest.LogCaptureFixture
+) -> None:
+    with Receiver(always(200, delay=1)) as slow, Receiver() as other:
+        hook = await subscribe(client, slow, event_types=["problem.submitted"])
+        await submit(client, city.enterprise())
+        await slow.wait_count(1)
+        assert (await client.delete(f"/v1/webhooks/{hook['id']}")).status_code == 204
+        second = await subscribe(client, other)
+        await client.post(f"/v1/webhooks/{second['id']}/test")
+        await other.wait_count(1)
+        await settled_log(client, second["id"], 1)
+    assert "webhook sender failed" not in caplog.text

@@ -14,7 +14,14 @@ from standardwebhooks import Webhook
 from app.core.clock import ManualClock
 from app.core.settings import DEFAULT_RETRY_SCHEDULE
 from app.webhooks.egress import Egress, InvalidTarget, RefusedTarget, is_public, parse_url
-from app.webhooks.policy import Outcome, classify, decide, first_attempt_at, should_disable
+from app.webhooks.policy import (
+    Outcome,
+    classify,
+    decide,
+    first_attempt_at,
+    retry_after_seconds,
+    should_disable,
+)
 from app.webhooks.schemas import PING, PROBLEM_EVENT_TYPES
 from app.webhooks.signing import fingerprint, generate_secret, sign, signature_header
 from tests.conftest import T0
@@ -44,6 +51,18 @@ def test_backoff_follows_the_schedule_with_bounded_jitter_and_ends() -> None:
     assert last == (last.__class__(Outcome.failed, None))
     assert decide(200, failures_this_round=0, now=T0, schedule=schedule, rng=rng).outcome is Outcome.delivered
     assert decide(410, failures_this_round=1, now=T0, schedule=schedule, rng=rng).outcome is Outcome.gone
+
+
+def test_retry_after_can_only_lengthen_the_wait() -> None:
+    rng = random.Random(3)
+    slow = decide(429, failures_this_round=1, now=T0, schedule=[0, 5], rng=rng, retry_after=120)
+    assert slow.next_attempt_at == T0 + timedelta(seconds=120)
+    short = decide(503, failures_this_round=1, now=T0, schedule=[0, 5], rng=rng, retry_after=1)
+    assert short.next_attempt_at is not None and short.next_attempt_at - T0 >= timedelta(seconds=4)
+    huge = decide(503, failures_this_round=1, now=T0, schedule=[0, 5], rng=rng, retry_after=10**9)
+    assert huge.next_attempt_at == T0 + timedelta(days=1)
+    assert retry_after_seconds(" 30 ") == 30
+    assert retry_after_seconds("Wed, 21 Oct 2026 07:28:00 GMT") is None and retry_after_seconds(None) is None
 
 
 def test_disable_after_failing_for_the_whole_window() -> None:
