@@ -39,9 +39,15 @@ class Target:
 
     url: str
     scheme: str
-    host: str
+    host: str  # lower case, ASCII (IDNA)
     port: int
     address: IPAddress
+
+    @property
+    def host_header(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default = 443 if self.scheme == "https" else 80
+        return host if self.port == default else f"{host}:{self.port}"
 
 
 def parse_url(url: str) -> tuple[str, str, int]:
@@ -63,7 +69,11 @@ def parse_url(url: str) -> tuple[str, str, int]:
         raise InvalidTarget("the URL may not have a fragment")
     if any(c.isspace() for c in url):
         raise InvalidTarget("the URL may not contain white space")
-    return parts.scheme, parts.hostname.lower().rstrip("."), port or (443 if parts.scheme == "https" else 80)
+    try:
+        host = parts.hostname.lower().rstrip(".").encode("idna").decode("ascii")
+    except UnicodeError:
+        raise InvalidTarget("the host name is not valid") from None
+    return parts.scheme, host, port or (443 if parts.scheme == "https" else 80)
 
 
 def is_public(address: IPAddress) -> bool:

@@ -26,9 +26,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
-import httpx
 import sqlalchemy as sa
 from prometheus_client import Counter as MetricCounter
 from prometheus_client import Histogram
@@ -43,9 +41,11 @@ from app.webhooks.policy import Outcome, decide, retry_after_seconds, should_dis
 from app.webhooks.service import Webhooks
 from app.webhooks.signing import signature_header
 from app.webhooks.tables import webhook_attempts, webhook_deliveries, webhook_subscriptions
+from app.webhooks.transport import Transport, TransportError
 
 log = logging.getLogger(__name__)
 
+LINGER = 0.02  # seconds a finished attempt may wait to be recorded together with others
 READ_CAP = 64 * 1024  # bytes of a response read at most
 RESPONSE_SHOWN = 1024  # bytes of it kept in the delivery log
 USER_AGENT = f"Dispatchroom-Webhooks/{app_package.__version__}"
@@ -138,47 +138,56 @@ class Sender:
         self.inflight: Counter[str] = Counter()  # subscription id → attempts under way
         self.tasks: set[asyncio.Task[None]] = set()
         self.results: list[Result] = []
+        self.results_since = 0.0  # when the oldest unrecorded result came in (monotonic)
+        self.batch = max(1, self.concurrency // 4)
         self.flush_failures = 0
-        self._client: httpx.AsyncClient | None = None
+        self._transport: Transport | None = None
 
     @property
     def wake(self) -> asyncio.Event:
         return self.webhooks.wake
 
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                timeout=httpx.Timeout(self.timeout, connect=self.connect_timeout),
-                follow_redirects=False,
-                trust_env=False,  # no proxy from the environment: we connect where we checked
-                limits=httpx.Limits(
-                    max_connections=self.concurrency, max_keepalive_connections=self.concurrency
-                ),
+    def transport(self) -> Transport:
+        if self._transport is None:
+            self._transport = Transport(
+                connect_timeout=self.connect_timeout,
+                read_cap=READ_CAP,
+                max_idle_per_destination=self.per_endpoint,
             )
-        return self._client
+        return self._transport
 
     # -- the loop --------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Claim and record in batches: a finished attempt waits up to `LINGER` for others to be
+        recorded with it, and free slots are claimed a quarter of the concurrency at a time,
+        so the database sees a few statements per batch rather than per delivery."""
+        backlog = False  # the last claim filled every free slot: more may be due
         try:
             while not stop.is_set():
                 self.wake.clear()
                 try:
-                    await self.flush()
-                    free = self.concurrency - sum(self.inflight.values())
-                    claimed = await self.claim(free) if free > 0 and await self.due() else []
-                    for item in claimed:
-                        self._start(item)
+                    busy = sum(self.inflight.values())
+                    if self.results and (
+                        not busy
+                        or len(self.results) >= self.batch
+                        or time.monotonic() - self.results_since >= LINGER
+                    ):
+                        await self.flush()
+                    free = self.concurrency - busy
+                    if free >= (self.batch if busy else 1) and (backlog or await self.due()):
+                        claimed = await self.claim(free)
+                        for item in claimed:
+                            self._start(item)
+                        backlog = len(claimed) == free
                 except asyncio.CancelledError:
                     raise
                 except Exception:
                     log.exception("webhook sender failed; retrying")
                     await asyncio.sleep(1)
                     continue
-                if claimed and len(claimed) == free:
-                    continue  # there may be more due right now
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), self.poll)
+                    await asyncio.wait_for(self.wake.wait(), LINGER if self.results else self.poll)
         finally:
             await self.close()
 
@@ -199,9 +208,9 @@ class Sender:
         # What finished is recorded; what was cut short stays leased and is retried.
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.flush(), 5)
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        if self._transport is not None:
+            await self._transport.aclose()
+            self._transport = None
 
     def _start(self, item: Claimed) -> None:
         self.inflight[item.subscription_id] += 1
@@ -332,13 +341,15 @@ class Sender:
             error = f"no complete answer within {self.timeout:g} s"
         except (InvalidTarget, RefusedTarget) as exc:
             error = f"refused: {exc}"
-        except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}".rstrip(": ")
+        except TransportError as exc:
+            error = str(exc)
         except Exception as exc:  # whatever else goes wrong is this attempt's failure
             log.exception("webhook attempt %s failed unexpectedly", item.id)
             error = f"{type(exc).__name__}: {exc}".rstrip(": ")
         elapsed = time.perf_counter() - started
         ATTEMPT_SECONDS.observe(elapsed)
+        if not self.results:
+            self.results_since = time.monotonic()
         self.results.append(
             Result(
                 claimed=item,
@@ -354,37 +365,17 @@ class Sender:
     async def _post(self, target: Target, item: Claimed) -> tuple[int, str, float | None]:
         body = item.body.encode()
         timestamp = int(self.clock.now().timestamp())
-        url = httpx.URL(target.url)
-        headers = {
-            "Host": url.netloc.decode("ascii"),
-            "Content-Type": "application/json",
-            "User-Agent": USER_AGENT,
-            "Accept-Encoding": "identity",
-            "webhook-id": item.id,
-            "webhook-timestamp": str(timestamp),
-            "webhook-signature": signature_header(item.secrets, item.id, timestamp, body),
-        }
-        extensions: dict[str, Any] = {}
-        if target.scheme == "https" and str(target.address) != target.host.strip("[]"):
-            extensions["sni_hostname"] = target.host  # TLS for the name, not the address
-        request = self.client().build_request(
-            "POST",
-            url.copy_with(host=str(target.address)),  # the address we checked, not a new lookup
-            content=body,
-            headers=headers,
-            extensions=extensions,
-        )
-        response = await self.client().send(request, stream=True)
-        try:
-            read = bytearray()
-            async for chunk in response.aiter_raw():
-                read += chunk
-                if len(read) >= READ_CAP:
-                    break
-        finally:
-            await response.aclose()
-        shown = bytes(read[:RESPONSE_SHOWN]).decode("utf-8", "replace")
-        return response.status_code, shown, retry_after_seconds(response.headers.get("retry-after"))
+        headers = [
+            ("Host", target.host_header),
+            ("Content-Type", "application/json"),
+            ("User-Agent", USER_AGENT),
+            ("webhook-id", item.id),
+            ("webhook-timestamp", str(timestamp)),
+            ("webhook-signature", signature_header(item.secrets, item.id, timestamp, body)),
+        ]
+        answer = await self.transport().post(target, headers, body)
+        shown = answer.body[:RESPONSE_SHOWN].decode("utf-8", "replace")
+        return answer.status, shown, retry_after_seconds(answer.headers.get("retry-after"))
 
     # -- recording -------------------------------------------------------------------------
 

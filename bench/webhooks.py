@@ -1,0 +1,156 @@
+"""Webhook delivery end to end: a real `dispatchroom serve` process on a scratch PostgreSQL
+database (demo data), a real receiver on 127.0.0.1 (a thread of this process, answering 200 at
+once), every request signed.
+
+1. Throughput: PROBLEMS problems are submitted while the server's background work is off, to
+   SUBS subscriptions; then a server with background work starts, fans out and delivers the
+   backlog. Deliveries per second from the first arrival to the last (fan-out included).
+2. Lag under load: problems submitted over HTTP at RATE per second for SECONDS, one subscription;
+   the lag is the receiver's arrival time minus the event's `recorded_at` (the append), p50/p99.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from app.core.clock import SystemClock
+from app.core.db import Database
+from app.events import EventStore
+from bench.common import scratch_database
+from tests.server import server_process
+from tests.webhooks.receiver import Receiver
+
+ADMIN = "dr_bench_admin_" + "k" * 24
+PROBLEMS = int(os.environ.get("BENCH_WEBHOOK_PROBLEMS", "300"))
+SUBS = int(os.environ.get("BENCH_WEBHOOK_SUBS", "10"))
+RATE = float(os.environ.get("BENCH_WEBHOOK_RATE", "100"))
+SECONDS = float(os.environ.get("BENCH_SECONDS", "20"))
+LOG = Path(os.environ.get("BENCH_SERVER_LOG", os.devnull))
+
+
+def env(url: str, **extra: str) -> dict[str, str]:
+    return {
+        "DATABASE_URL": url,
+        "ADMIN_API_KEY": ADMIN,
+        "ENVIRONMENT": "test",
+        "WEBHOOK_ALLOWED_TARGETS": "127.0.0.1",
+        "SERVER_LOG": str(LOG),
+        **extra,
+    }
+
+
+def client(base: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=base,
+        headers={"Authorization": f"Bearer {ADMIN}"},
+        timeout=30,
+        limits=httpx.Limits(max_connections=64),
+    )
+
+
+async def enterprises(http: httpx.AsyncClient) -> list[str]:
+    response = await http.get("/v1/enterprises", params={"limit": 100})
+    response.raise_for_status()
+    return [e["id"] for e in response.json()["items"]]
+
+
+async def submit(http: httpx.AsyncClient, enterprise: str) -> None:
+    body = {"enterprise_id": enterprise, "category": "utilities", "title": "压测", "description": "压测问题"}
+    response = await http.post("/v1/problems", json=body)
+    response.raise_for_status()
+
+
+async def subscribe(http: httpx.AsyncClient, receiver: Receiver, n: int) -> None:
+    for i in range(n):
+        response = await http.post(
+            "/v1/webhooks",
+            json={"url": f"{receiver.url}/{i}", "event_types": ["problem.submitted"], "description": "bench"},
+        )
+        response.raise_for_status()
+        receiver.secrets.append(response.json()["secret"])
+
+
+async def sequence_all(url: str) -> None:
+    """Give the demo's events their positions (no sequencer runs without background work), so
+    that subscriptions created now start after them."""
+    db = Database(url, pool_size=1)
+    try:
+        store = EventStore(db, SystemClock())
+        while await store.sequence():
+            pass
+    finally:
+        await db.dispose()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+async def throughput(url: str) -> None:
+    with Receiver(verify=False) as receiver:
+        with server_process(env(url, BACKGROUND="false"), "--demo") as (_, base):
+            await sequence_all(url)
+            async with client(base) as http:
+                await subscribe(http, receiver, SUBS)
+                ids = await enterprises(http)
+                for start in range(0, PROBLEMS, 16):
+                    await asyncio.gather(*(submit(http, ids[i % len(ids)]) for i in range(start, start + 16)))
+        expected = PROBLEMS * SUBS
+        started = time.monotonic()
+        with server_process(env(url)):
+            got = await receiver.wait_count(expected, timeout=600)
+            startup = time.monotonic() - started
+        arrivals = [r.at for r in got]
+        seconds = max(arrivals) - min(arrivals)
+        print(
+            f"throughput: {expected} deliveries ({PROBLEMS} events x {SUBS} subscriptions) in {seconds:.2f} s "
+            f"= {expected / seconds:.0f} deliveries/s (first to last arrival; server start to last {startup:.1f} s)"
+        )
+        ids_seen = [r.webhook_id for r in got]
+        print(f"  sent twice: {len(ids_seen) - len(set(ids_seen))}")
+
+
+async def lag(url: str) -> None:
+    with Receiver(verify=False) as receiver, server_process(env(url), "--demo") as (_, base):
+        async with client(base) as http:
+            await subscribe(http, receiver, 1)
+            ids = await enterprises(http)
+            n = int(RATE * SECONDS)
+            tasks: list[asyncio.Task[Any]] = []
+            t0 = time.monotonic()
+            for i in range(n):
+                delay = t0 + i / RATE - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(asyncio.create_task(submit(http, ids[i % len(ids)])))
+            await asyncio.gather(*tasks)
+            offered = n / (time.monotonic() - t0)
+            got = await receiver.wait_count(n, timeout=120)
+    lags = [
+        r.at - datetime.fromisoformat(r.json["data"]["event"]["recorded_at"]).timestamp() for r in got
+    ]
+    print(
+        f"lag at {offered:.0f} events/s for {SECONDS:.0f} s ({len(got)} deliveries): "
+        f"p50 {statistics.median(lags) * 1000:.0f} ms, p99 {percentile(lags, 0.99) * 1000:.0f} ms, "
+        f"max {max(lags) * 1000:.0f} ms"
+    )
+
+
+async def main() -> None:
+    async with scratch_database("dr_bench_hooks") as (url, _dsn):
+        await throughput(url)
+    async with scratch_database("dr_bench_hooks") as (url, _dsn):
+        await lag(url)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
