@@ -135,9 +135,7 @@ async def lag(url: str) -> None:
             await asyncio.gather(*tasks)
             offered = n / (time.monotonic() - t0)
             got = await receiver.wait_count(n, timeout=120)
-    lags = [
-        r.at - datetime.fromisoformat(r.json["data"]["event"]["recorded_at"]).timestamp() for r in got
-    ]
+    lags = [r.at - datetime.fromisoformat(r.json["data"]["event"]["recorded_at"]).timestamp() for r in got]
     print(
         f"lag at {offered:.0f} events/s for {SECONDS:.0f} s ({len(got)} deliveries): "
         f"p50 {statistics.median(lags) * 1000:.0f} ms, p99 {percentile(lags, 0.99) * 1000:.0f} ms, "

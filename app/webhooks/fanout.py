@@ -22,10 +22,11 @@ from datetime import tzinfo
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.core.clock import Clock
-from app.core.db import Database, upsert
+from app.core.db import Database
 from app.directory.tables import units
 from app.events import EventStore, RecordedEvent
 from app.problems import domain
@@ -42,7 +43,6 @@ log = logging.getLogger(__name__)
 
 _DELIVERY_NAMESPACE = uuid.UUID("5b0c9a4e-2f57-4d8e-9a61-3c2e7d1f0b84")
 PROBLEM_STREAM_PREFIX = "problem-"
-INSERT_CHUNK = 500
 
 
 def delivery_id(subscription_id: str, event_id: uuid.UUID) -> str:
@@ -129,10 +129,10 @@ class Fanout:
                         "created_at": now,
                     }
                 )
-        backend = conn.dialect.name
-        for i in range(0, len(rows), INSERT_CHUNK):
-            chunk = rows[i : i + INSERT_CHUNK]
-            await conn.execute(upsert(backend, webhook_deliveries, chunk, key=["id"], update=[]))
+        if rows:
+            # One statement, many parameter sets (compiled once; a multi-row VALUES is not).
+            insert: Any = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+            await conn.execute(insert(webhook_deliveries).on_conflict_do_nothing(index_elements=["id"]), rows)
         self.created += len(rows)
 
     async def _states(

@@ -45,6 +45,7 @@ from app.webhooks.transport import Transport, TransportError
 
 log = logging.getLogger(__name__)
 
+SHUTDOWN_GRACE = 2.0  # seconds attempts under way may finish when the process stops
 LINGER = 0.02  # seconds a finished attempt may wait to be recorded together with others
 READ_CAP = 64 * 1024  # bytes of a response read at most
 RESPONSE_SHOWN = 1024  # bytes of it kept in the delivery log
@@ -152,7 +153,7 @@ class Sender:
             self._transport = Transport(
                 connect_timeout=self.connect_timeout,
                 read_cap=READ_CAP,
-                max_idle_per_destination=self.per_endpoint,
+                max_idle_per_destination=self.concurrency,  # several endpoints may share a host
             )
         return self._transport
 
@@ -168,18 +169,21 @@ class Sender:
                 self.wake.clear()
                 try:
                     busy = sum(self.inflight.values())
-                    if self.results and (
+                    free = self.concurrency - busy
+                    record = bool(self.results) and (
                         not busy
                         or len(self.results) >= self.batch
                         or time.monotonic() - self.results_since >= LINGER
-                    ):
-                        await self.flush()
-                    free = self.concurrency - busy
-                    if free >= (self.batch if busy else 1) and (backlog or await self.due()):
-                        claimed = await self.claim(free)
+                    )
+                    claim = free if free >= (self.batch if busy else 1) else 0
+                    if claim and not record and not backlog and not await self.due():
+                        claim = 0
+                    if record or claim:
+                        claimed = await self.turn(claim, record=record)
                         for item in claimed:
                             self._start(item)
-                        backlog = len(claimed) == free
+                        if claim:
+                            backlog = len(claimed) == claim
                 except asyncio.CancelledError:
                     raise
                 except Exception:
@@ -202,10 +206,13 @@ class Sender:
         return len(claimed)
 
     async def close(self) -> None:
+        """Let attempts under way finish for a moment, record what finished; what is cut short
+        stays leased and is sent again after the lease (at least once)."""
+        if self.tasks:
+            await asyncio.wait(set(self.tasks), timeout=SHUTDOWN_GRACE)
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
-        # What finished is recorded; what was cut short stays leased and is retried.
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.flush(), 5)
         if self._transport is not None:
@@ -241,6 +248,9 @@ class Sender:
         return first is not None
 
     async def claim(self, limit: int) -> list[Claimed]:
+        return await self.turn(limit, record=False)
+
+    async def _claim(self, conn: AsyncConnection, limit: int) -> list[Claimed]:
         now = self.clock.now()
         saturated = sorted(s for s, n in self.inflight.items() if n >= self.per_endpoint)
         due = sa.and_(wd.c.status == "pending", wd.c.next_attempt_at <= now)
@@ -260,49 +270,48 @@ class Sender:
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        async with self.db.transaction() as conn:
-            rows = (await conn.execute(pick)).all()
-            room = Counter({s: self.per_endpoint - n for s, n in self.inflight.items()})
-            chosen: list[str] = []
-            for row in rows:
-                left = room.get(row.subscription_id, self.per_endpoint)
-                if left > 0:
-                    room[row.subscription_id] = left - 1
-                    chosen.append(row.id)
-            if not chosen:
-                return []
+        rows = (await conn.execute(pick)).all()
+        room = Counter({s: self.per_endpoint - n for s, n in self.inflight.items()})
+        chosen: list[str] = []
+        for row in rows:
+            left = room.get(row.subscription_id, self.per_endpoint)
+            if left > 0:
+                room[row.subscription_id] = left - 1
+                chosen.append(row.id)
+        if not chosen:
+            return []
+        await conn.execute(
+            sa.update(wd)
+            .where(wd.c.id.in_(chosen))
+            .values(attempts=wd.c.attempts + 1, next_attempt_at=now + self.lease, last_attempt_at=now)
+        )
+        details = (
+            await conn.execute(
+                sa.select(
+                    wd.c.id,
+                    wd.c.subscription_id,
+                    wd.c.body,
+                    wd.c.attempts,
+                    wd.c.round_start,
+                    wd.c.created_at,
+                    ws.c.url,
+                    ws.c.enabled,
+                    ws.c.secret,
+                    ws.c.previous_secret,
+                    ws.c.previous_secret_expires_at,
+                )
+                .join(ws, ws.c.id == wd.c.subscription_id)
+                .where(wd.c.id.in_(chosen))
+                .order_by(wd.c.next_attempt_at, wd.c.id)
+            )
+        ).all()
+        orphans = [d.id for d in details if not d.enabled]
+        if orphans:  # fanned out while the subscription was being disabled
             await conn.execute(
                 sa.update(wd)
-                .where(wd.c.id.in_(chosen))
-                .values(attempts=wd.c.attempts + 1, next_attempt_at=now + self.lease, last_attempt_at=now)
+                .where(wd.c.id.in_(orphans))
+                .values(status="failed", next_attempt_at=None, last_error="the subscription was disabled")
             )
-            details = (
-                await conn.execute(
-                    sa.select(
-                        wd.c.id,
-                        wd.c.subscription_id,
-                        wd.c.body,
-                        wd.c.attempts,
-                        wd.c.round_start,
-                        wd.c.created_at,
-                        ws.c.url,
-                        ws.c.enabled,
-                        ws.c.secret,
-                        ws.c.previous_secret,
-                        ws.c.previous_secret_expires_at,
-                    )
-                    .join(ws, ws.c.id == wd.c.subscription_id)
-                    .where(wd.c.id.in_(chosen))
-                    .order_by(wd.c.next_attempt_at, wd.c.id)
-                )
-            ).all()
-            orphans = [d.id for d in details if not d.enabled]
-            if orphans:  # fanned out while the subscription was being disabled
-                await conn.execute(
-                    sa.update(wd)
-                    .where(wd.c.id.in_(orphans))
-                    .values(status="failed", next_attempt_at=None, last_error="the subscription was disabled")
-                )
         claimed = []
         for d in details:
             if not d.enabled:
@@ -380,29 +389,43 @@ class Sender:
     # -- recording -------------------------------------------------------------------------
 
     async def flush(self) -> None:
-        """Write the finished attempts and their consequences in one transaction; then disable
-        the endpoints that asked for it (410) or have failed for too long."""
-        if not self.results:
-            return
-        results, self.results = self.results, []
+        """Record the finished attempts now (tests, shutdown)."""
+        await self.turn(0, record=True)
+
+    async def turn(self, claim: int, *, record: bool) -> list[Claimed]:
+        """One transaction: record the finished attempts (if `record`) and claim up to `claim`
+        due deliveries; then disable the endpoints that asked for it (410) or have failed for
+        too long. Returns what was claimed."""
+        results: list[Result] = []
+        if record:
+            results, self.results = self.results, []
+        if not results and claim <= 0:
+            return []
         try:
-            disable = await self._record(results)
+            async with self.db.transaction() as conn:
+                disable = await self._record(conn, results) if results else []
+                claimed = await self._claim(conn, claim) if claim > 0 else []
         except Exception:
-            self.flush_failures += 1
-            if self.flush_failures < 3:
-                self.results = results + self.results  # try again next turn
-            else:  # give up on these records; their leases run out and they are sent again
-                log.error("dropping %d webhook attempt records after repeated failures", len(results))
-                self.flush_failures = 0
+            if results:
+                self.flush_failures += 1
+                if self.flush_failures < 3:
+                    self.results = results + self.results  # try again next turn
+                else:  # give up on these records; their leases run out and they are sent again
+                    log.error("dropping %d webhook attempt records after repeated failures", len(results))
+                    self.flush_failures = 0
             raise
-        self.flush_failures = 0
+        if results:
+            self.flush_failures = 0
         for subscription_id, reason, delivery_id, status_code in disable:
             if await self.webhooks.disable(
                 subscription_id, reason, delivery_id=delivery_id, status_code=status_code
             ):
                 DISABLED.inc()
+        return claimed
 
-    async def _record(self, results: list[Result]) -> list[tuple[str, str, str, int | None]]:
+    async def _record(
+        self, conn: AsyncConnection, results: list[Result]
+    ) -> list[tuple[str, str, str, int | None]]:
         now = self.clock.now()
         decided = []
         for r in results:
@@ -419,85 +442,84 @@ class Sender:
         succeeded = {r.claimed.subscription_id for r, d in decided if d.outcome is Outcome.delivered}
         failed = {r.claimed.subscription_id for r, d in decided} - succeeded
         disable: list[tuple[str, str, str, int | None]] = []
-        async with self.db.transaction() as conn:
-            # Lock order: subscriptions, then deliveries (as `Webhooks.disable` does).
-            if succeeded:
-                await conn.execute(
-                    sa.update(ws)
-                    .where(ws.c.id.in_(sorted(succeeded)), ws.c.failing_since.is_not(None))
-                    .values(failing_since=None)
+        # Lock order: subscriptions, then deliveries (as `Webhooks.disable` does).
+        if succeeded:
+            await conn.execute(
+                sa.update(ws)
+                .where(ws.c.id.in_(sorted(succeeded)), ws.c.failing_since.is_not(None))
+                .values(failing_since=None)
+            )
+        failing: dict[str, datetime] = {}
+        if failed:
+            await conn.execute(
+                sa.update(ws)
+                .where(ws.c.id.in_(sorted(failed)), ws.c.failing_since.is_(None))
+                .values(failing_since=now)
+            )
+            failing = {
+                row.id: row.failing_since
+                for row in await conn.execute(
+                    sa.select(ws.c.id, ws.c.failing_since).where(ws.c.id.in_(sorted(failed)))
                 )
-            failing: dict[str, datetime] = {}
-            if failed:
-                await conn.execute(
-                    sa.update(ws)
-                    .where(ws.c.id.in_(sorted(failed)), ws.c.failing_since.is_(None))
-                    .values(failing_since=now)
-                )
-                failing = {
-                    row.id: row.failing_since
-                    for row in await conn.execute(
-                        sa.select(ws.c.id, ws.c.failing_since).where(ws.c.id.in_(sorted(failed)))
-                    )
+            }
+        present = await self._lock_present(conn, sorted({r.claimed.id for r in results}))
+        attempts = []
+        updates = []
+        for r, d in decided:
+            c = r.claimed
+            ATTEMPTS.labels(d.outcome.value).inc()
+            if d.outcome is Outcome.delivered:
+                DELIVERY_SECONDS.observe(max(0.0, (now - c.created_at).total_seconds()))
+            if c.id not in present:
+                continue  # deleted with its subscription meanwhile
+            attempts.append(
+                {
+                    "delivery_id": c.id,
+                    "number": c.attempt,
+                    "attempted_at": r.attempted_at,
+                    "status_code": r.status_code,
+                    "latency_ms": r.latency_ms,
+                    "response": r.response,
+                    "error": r.error,
+                    "outcome": d.outcome.value,
+                    "next_retry_at": d.next_attempt_at,
+                    "sender": self.name,
                 }
-            present = await self._lock_present(conn, sorted({r.claimed.id for r in results}))
-            attempts = []
-            updates = []
-            for r, d in decided:
-                c = r.claimed
-                ATTEMPTS.labels(d.outcome.value).inc()
-                if d.outcome is Outcome.delivered:
-                    DELIVERY_SECONDS.observe(max(0.0, (now - c.created_at).total_seconds()))
-                if c.id not in present:
-                    continue  # deleted with its subscription meanwhile
-                attempts.append(
-                    {
-                        "delivery_id": c.id,
-                        "number": c.attempt,
-                        "attempted_at": r.attempted_at,
-                        "status_code": r.status_code,
-                        "latency_ms": r.latency_ms,
-                        "response": r.response,
-                        "error": r.error,
-                        "outcome": d.outcome.value,
-                        "next_retry_at": d.next_attempt_at,
-                        "sender": self.name,
-                    }
-                )
-                success = d.outcome is Outcome.delivered
-                updates.append(
-                    {
-                        "b_id": c.id,
-                        "b_attempt": c.attempt,
-                        "b_success": success,
-                        "b_status": {Outcome.delivered: "delivered", Outcome.retry: "pending"}.get(
-                            d.outcome, "failed"
-                        ),
-                        "b_next": d.next_attempt_at,
-                        "b_delivered_at": now if success else None,
-                        "b_code": r.status_code,
-                        "b_error": r.error
-                        if r.error or success
-                        else f"HTTP {r.status_code}: {(r.response or '')[:200]}",
-                    }
-                )
-                if d.outcome is Outcome.gone:
-                    disable.append((c.subscription_id, "the endpoint answered 410 Gone", c.id, 410))
-                elif not success and should_disable(failing.get(c.subscription_id), now, self.disable_after):
-                    since = failing[c.subscription_id].isoformat(timespec="seconds")
-                    disable.append(
-                        (
-                            c.subscription_id,
-                            f"every delivery has failed since {since}; the last: "
-                            + (r.error or f"HTTP {r.status_code}"),
-                            c.id,
-                            r.status_code,
-                        )
+            )
+            success = d.outcome is Outcome.delivered
+            updates.append(
+                {
+                    "b_id": c.id,
+                    "b_attempt": c.attempt,
+                    "b_success": success,
+                    "b_status": {Outcome.delivered: "delivered", Outcome.retry: "pending"}.get(
+                        d.outcome, "failed"
+                    ),
+                    "b_next": d.next_attempt_at,
+                    "b_delivered_at": now if success else None,
+                    "b_code": r.status_code,
+                    "b_error": r.error
+                    if r.error or success
+                    else f"HTTP {r.status_code}: {(r.response or '')[:200]}",
+                }
+            )
+            if d.outcome is Outcome.gone:
+                disable.append((c.subscription_id, "the endpoint answered 410 Gone", c.id, 410))
+            elif not success and should_disable(failing.get(c.subscription_id), now, self.disable_after):
+                since = failing[c.subscription_id].isoformat(timespec="seconds")
+                disable.append(
+                    (
+                        c.subscription_id,
+                        f"every delivery has failed since {since}; the last: "
+                        + (r.error or f"HTTP {r.status_code}"),
+                        c.id,
+                        r.status_code,
                     )
-            if attempts:
-                await conn.execute(sa.insert(webhook_attempts), attempts)
-            if updates:
-                await conn.execute(_RECORD, updates)
+                )
+        if attempts:
+            await conn.execute(sa.insert(webhook_attempts), attempts)
+        if updates:
+            await conn.execute(_RECORD, updates)
         once: dict[str, tuple[str, str, str, int | None]] = {}
         for item in disable:
             once.setdefault(item[0], item)

@@ -66,6 +66,16 @@ async def query(db_url: str, stmt: sa.Select[Any]) -> list[Any]:
         await db.dispose()
 
 
+async def recorded(db_url: str, n: int) -> list[Any]:
+    """The deliveries once `n` of them are recorded as delivered (a moment after the answers)."""
+    deadline = time.monotonic() + 30
+    while True:
+        rows = await query(db_url, sa.select(webhook_deliveries.c.status, webhook_deliveries.c.event_id))
+        if [r.status for r in rows] == ["delivered"] * n or time.monotonic() > deadline:
+            return rows
+        await asyncio.sleep(0.1)
+
+
 def client(base: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30)
 
@@ -96,8 +106,8 @@ async def test_a_killed_server_loses_no_delivery(db_url: str, tmp_path: Path) ->
                 return {r.json["data"]["event_id"] for r in got if r.answered == 200} >= wanted
 
             await receiver.wait_for(delivered, timeout=90)
+            rows = await recorded(db_url, len(wanted))
         receiver.assert_all_verified()
-    rows = await query(db_url, sa.select(webhook_deliveries.c.status, webhook_deliveries.c.event_id))
     assert {str(r.event_id) for r in rows} == wanted and {r.status for r in rows} == {"delivered"}
 
 
@@ -121,12 +131,7 @@ async def test_two_servers_share_delivery_without_sending_twice(db_url: str, tmp
             await asyncio.gather(*(submit_some((http_a, http_b)[k % 2], n // 8, k) for k in range(8)))
             await receiver.wait_count(n, timeout=90)
 
-            deadline = time.monotonic() + 30
-            while True:  # the last results are recorded a moment after the answers
-                statuses = await query(db_url, sa.select(webhook_deliveries.c.status))
-                if [r.status for r in statuses] == ["delivered"] * n or time.monotonic() > deadline:
-                    break
-                await asyncio.sleep(0.1)
+            await recorded(db_url, n)
     got = receiver.snapshot()
     ids = [r.webhook_id for r in got]
     assert len(ids) == n and len(set(ids)) == n, "every delivery sent exactly once"
