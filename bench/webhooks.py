@@ -15,15 +15,17 @@ import asyncio
 import os
 import statistics
 import time
+import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 
 from app.core.clock import SystemClock
 from app.core.db import Database
-from app.events import EventStore
+from app.events import EventStore, NewEvent
 from bench.common import scratch_database
 from tests.server import server_process
 from tests.webhooks.receiver import Receiver
@@ -52,7 +54,7 @@ def client(base: str) -> httpx.AsyncClient:
         base_url=base,
         headers={"Authorization": f"Bearer {ADMIN}"},
         timeout=30,
-        limits=httpx.Limits(max_connections=64),
+        limits=httpx.Limits(max_connections=64, keepalive_expiry=2),  # uvicorn closes after 5 s
     )
 
 
@@ -90,6 +92,12 @@ async def sequence_all(url: str) -> None:
         await db.dispose()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
@@ -106,48 +114,88 @@ async def throughput(url: str) -> None:
                     await asyncio.gather(*(submit(http, ids[i % len(ids)]) for i in range(start, start + 16)))
         expected = PROBLEMS * SUBS
         started = time.monotonic()
-        with server_process(env(url)):
+        with server_process(env(url)) as (proc, _):
             got = await receiver.wait_count(expected, timeout=600)
             startup = time.monotonic() - started
+            cpu = cpu_seconds(proc.pid)
         arrivals = [r.at for r in got]
         seconds = max(arrivals) - min(arrivals)
         print(
-            f"throughput: {expected} deliveries ({PROBLEMS} events x {SUBS} subscriptions) in {seconds:.2f} s "
-            f"= {expected / seconds:.0f} deliveries/s (first to last arrival; server start to last {startup:.1f} s)"
+            f"throughput: {expected} deliveries ({PROBLEMS} events x {SUBS} subscriptions) "
+            f"in {seconds:.2f} s = {expected / seconds:.0f} deliveries/s "
+            f"(first to last arrival; from server start {startup:.1f} s)"
         )
         ids_seen = [r.webhook_id for r in got]
-        print(f"  sent twice: {len(ids_seen) - len(set(ids_seen))}")
+        print(
+            f"  sent twice: {len(ids_seen) - len(set(ids_seen))}; server CPU {cpu:.1f} s in all "
+            f"(start-up, migrations and demo check included)"
+        )
 
 
-async def lag(url: str) -> None:
-    with Receiver(verify=False) as receiver, server_process(env(url), "--demo") as (_, base):
+async def lag(url: str, dsn: str) -> None:
+    """Events appended at RATE per second straight into the store by this process (the command
+    path's own cost is not what is measured here); the server process sequences, fans out and
+    delivers them."""
+    with Receiver(verify=False) as receiver, server_process(env(url), "--demo") as (proc, base):
         async with client(base) as http:
             await subscribe(http, receiver, 1)
-            ids = await enterprises(http)
-            n = int(RATE * SECONDS)
-            tasks: list[asyncio.Task[Any]] = []
-            t0 = time.monotonic()
-            for i in range(n):
-                delay = t0 + i / RATE - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                tasks.append(asyncio.create_task(submit(http, ids[i % len(ids)])))
-            await asyncio.gather(*tasks)
-            offered = n / (time.monotonic() - t0)
-            got = await receiver.wait_count(n, timeout=120)
+            await submit(http, (await enterprises(http))[0])  # a real one: the template
+            await receiver.wait_count(1)
+            newest = (await http.get("/v1/problems", params={"limit": 1})).json()["items"][0]["id"]
+            template = (await http.get(f"/v1/problems/{newest}/events")).json()[0]["data"]
+        db = Database(url, pool_size=16)
+        store = EventStore(db, SystemClock())
+        n = int(RATE * SECONDS)
+        tasks: list[asyncio.Task[Any]] = []
+        cpu0 = cpu_seconds(proc.pid)
+        t0 = time.monotonic()
+        for i in range(n):
+            delay = t0 + i / RATE - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            problem_id = str(uuid.uuid4())
+            event = NewEvent("problem.submitted", {**template, "problem_id": problem_id}, metadata=META)
+            tasks.append(asyncio.create_task(store.append(f"problem-{problem_id}", 0, [event])))
+        await asyncio.gather(*tasks)
+        offered = n / (time.monotonic() - t0)
+        got = (await receiver.wait_count(n + 1, timeout=300))[1:]
+        busy = (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0)
+        await db.dispose()
     lags = [r.at - datetime.fromisoformat(r.json["data"]["event"]["recorded_at"]).timestamp() for r in got]
     print(
         f"lag at {offered:.0f} events/s for {SECONDS:.0f} s ({len(got)} deliveries): "
         f"p50 {statistics.median(lags) * 1000:.0f} ms, p99 {percentile(lags, 0.99) * 1000:.0f} ms, "
-        f"max {max(lags) * 1000:.0f} ms"
+        f"max {max(lags) * 1000:.0f} ms; server CPU {busy:.0%} of one core"
     )
+    conn = await asyncpg.connect(dsn)
+    try:
+        row = await conn.fetchrow(BREAKDOWN)
+    finally:
+        await conn.close()
+    print(
+        "  p50/p99: append to fan-out {:.0f}/{:.0f} ms, fan-out to attempt {:.0f}/{:.0f} ms, "
+        "HTTP {:.0f}/{:.0f} ms".format(*(v * 1000 for v in row["fan"] + row["claim"]), *row["http"])
+    )
+
+
+BREAKDOWN = """
+SELECT percentile_cont(ARRAY[0.5, 0.99])
+         WITHIN GROUP (ORDER BY extract(epoch FROM d.created_at - e.recorded_at)) AS fan,
+       percentile_cont(ARRAY[0.5, 0.99])
+         WITHIN GROUP (ORDER BY extract(epoch FROM a.attempted_at - d.created_at)) AS claim,
+       percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY a.latency_ms) AS http
+FROM webhook_deliveries d
+JOIN events e ON e.event_id = d.event_id
+JOIN webhook_attempts a ON a.delivery_id = d.id
+"""
+META = {"actor": "bench", "role": "admin"}
 
 
 async def main() -> None:
     async with scratch_database("dr_bench_hooks") as (url, _dsn):
         await throughput(url)
-    async with scratch_database("dr_bench_hooks") as (url, _dsn):
-        await lag(url)
+    async with scratch_database("dr_bench_hooks") as (url, dsn):
+        await lag(url, dsn)
 
 
 if __name__ == "__main__":

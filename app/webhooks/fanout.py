@@ -144,9 +144,12 @@ class Fanout:
             needed[event.stream_id] = max(needed.get(event.stream_id, 0), event.stream_version)
         ids = {e.event_id for e in wanted}
         result: dict[uuid.UUID, tuple[ProblemState | None, ProblemState]] = {}
+        # A submission is a whole stream by itself; the others need their history.
+        histories = {e.stream_id: [e] for e in wanted if e.stream_version == 1 and needed[e.stream_id] == 1}
+        histories.update(await self.store.read_streams([s for s in needed if s not in histories], conn=conn))
         for stream, last in needed.items():
             problem_id = stream.removeprefix(PROBLEM_STREAM_PREFIX)
-            history = await self.store.read_stream(stream, conn=conn)
+            history = histories[stream]
             state: ProblemState | None = None
             for recorded, fact in zip(history, facts_of(history), strict=True):
                 before = state

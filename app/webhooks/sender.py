@@ -87,6 +87,27 @@ _RECORD = (
     )
 )
 
+# An attempt is recorded only while its delivery exists (its subscription may have been deleted
+# while the attempt was under way).
+_ATTEMPT_COLUMNS = {
+    "delivery_id": sa.String,
+    "number": sa.Integer,
+    "attempted_at": UTCDateTime,
+    "status_code": sa.SmallInteger,
+    "latency_ms": sa.Integer,
+    "response": sa.Text,
+    "error": sa.String,
+    "outcome": sa.String,
+    "next_retry_at": UTCDateTime,
+    "sender": sa.String,
+}
+_ATTEMPT = sa.insert(webhook_attempts).from_select(
+    list(_ATTEMPT_COLUMNS),
+    sa.select(*(sa.bindparam(f"a_{name}", type_=kind()) for name, kind in _ATTEMPT_COLUMNS.items())).where(
+        sa.exists().where(wd.c.id == sa.bindparam("a_delivery_id", type_=sa.String()))
+    ),
+)
+
 
 @dataclass(frozen=True)
 class Claimed:
@@ -98,6 +119,7 @@ class Claimed:
     round_start: int
     secrets: tuple[str, ...]
     created_at: datetime
+    was_failing: bool = False  # the endpoint's failing_since was set when claimed
 
 
 @dataclass(frozen=True)
@@ -299,6 +321,7 @@ class Sender:
                     ws.c.secret,
                     ws.c.previous_secret,
                     ws.c.previous_secret_expires_at,
+                    ws.c.failing_since,
                 )
                 .join(ws, ws.c.id == wd.c.subscription_id)
                 .where(wd.c.id.in_(chosen))
@@ -329,6 +352,7 @@ class Sender:
                     round_start=d.round_start,
                     secrets=tuple(in_force),
                     created_at=d.created_at,
+                    was_failing=d.failing_since is not None,
                 )
             )
         return claimed
@@ -441,28 +465,20 @@ class Sender:
             decided.append((r, decision))
         succeeded = {r.claimed.subscription_id for r, d in decided if d.outcome is Outcome.delivered}
         failed = {r.claimed.subscription_id for r, d in decided} - succeeded
+        recovered = {r.claimed.subscription_id for r, _ in decided if r.claimed.was_failing} & succeeded
         disable: list[tuple[str, str, str, int | None]] = []
         # Lock order: subscriptions, then deliveries (as `Webhooks.disable` does).
-        if succeeded:
-            await conn.execute(
-                sa.update(ws)
-                .where(ws.c.id.in_(sorted(succeeded)), ws.c.failing_since.is_not(None))
-                .values(failing_since=None)
-            )
+        if recovered:
+            await conn.execute(sa.update(ws).where(ws.c.id.in_(sorted(recovered))).values(failing_since=None))
         failing: dict[str, datetime] = {}
         if failed:
-            await conn.execute(
+            marked = await conn.execute(
                 sa.update(ws)
-                .where(ws.c.id.in_(sorted(failed)), ws.c.failing_since.is_(None))
-                .values(failing_since=now)
+                .where(ws.c.id.in_(sorted(failed)))
+                .values(failing_since=sa.func.coalesce(ws.c.failing_since, now))
+                .returning(ws.c.id, ws.c.failing_since)
             )
-            failing = {
-                row.id: row.failing_since
-                for row in await conn.execute(
-                    sa.select(ws.c.id, ws.c.failing_since).where(ws.c.id.in_(sorted(failed)))
-                )
-            }
-        present = await self._lock_present(conn, sorted({r.claimed.id for r in results}))
+            failing = {row.id: row.failing_since for row in marked}
         attempts = []
         updates = []
         for r, d in decided:
@@ -470,20 +486,18 @@ class Sender:
             ATTEMPTS.labels(d.outcome.value).inc()
             if d.outcome is Outcome.delivered:
                 DELIVERY_SECONDS.observe(max(0.0, (now - c.created_at).total_seconds()))
-            if c.id not in present:
-                continue  # deleted with its subscription meanwhile
             attempts.append(
                 {
-                    "delivery_id": c.id,
-                    "number": c.attempt,
-                    "attempted_at": r.attempted_at,
-                    "status_code": r.status_code,
-                    "latency_ms": r.latency_ms,
-                    "response": r.response,
-                    "error": r.error,
-                    "outcome": d.outcome.value,
-                    "next_retry_at": d.next_attempt_at,
-                    "sender": self.name,
+                    "a_delivery_id": c.id,
+                    "a_number": c.attempt,
+                    "a_attempted_at": r.attempted_at,
+                    "a_status_code": r.status_code,
+                    "a_latency_ms": r.latency_ms,
+                    "a_response": r.response,
+                    "a_error": r.error,
+                    "a_outcome": d.outcome.value,
+                    "a_next_retry_at": d.next_attempt_at,
+                    "a_sender": self.name,
                 }
             )
             success = d.outcome is Outcome.delivered
@@ -517,16 +531,10 @@ class Sender:
                     )
                 )
         if attempts:
-            await conn.execute(sa.insert(webhook_attempts), attempts)
+            await conn.execute(_ATTEMPT, attempts)
         if updates:
             await conn.execute(_RECORD, updates)
         once: dict[str, tuple[str, str, str, int | None]] = {}
         for item in disable:
             once.setdefault(item[0], item)
         return list(once.values())
-
-    async def _lock_present(self, conn: AsyncConnection, ids: list[str]) -> set[str]:
-        rows = await conn.execute(
-            sa.select(wd.c.id).where(wd.c.id.in_(ids)).order_by(wd.c.id).with_for_update()
-        )
-        return {row.id for row in rows}

@@ -75,6 +75,8 @@ class Receiver:
         self._connections: set[asyncio.Task[Any]] = set()
         self._thread = threading.Thread(target=self._loop.run_forever, name="webhook-receiver", daemon=True)
         self.port = 0
+        self.busy = 0  # requests being answered now (slow answers)
+        self.max_busy = 0
 
     @property
     def url(self) -> str:
@@ -129,8 +131,13 @@ class Receiver:
                     count = len(self.received)
                     self.received.append(request)
                 answer = self.respond(request, count)
-                if answer.delay:
-                    await asyncio.sleep(answer.delay)
+                self.busy += 1
+                self.max_busy = max(self.max_busy, self.busy)
+                try:
+                    if answer.delay and await self._hangs_up_within(reader, answer.delay):
+                        return  # the sender gave up (timeout) and closed the connection
+                finally:
+                    self.busy -= 1
                 lines = [f"HTTP/1.1 {answer.status} X", f"Content-Length: {len(answer.body)}"]
                 lines += [f"{k}: {v}" for k, v in answer.headers.items()]
                 writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + answer.body)
@@ -146,6 +153,15 @@ class Receiver:
         finally:
             writer.close()
             self._connections.discard(task)
+
+    async def _hangs_up_within(self, reader: asyncio.StreamReader, seconds: float) -> bool:
+        """Sleep `seconds` (a slow receiver), noticing if the client closes meanwhile."""
+        eof = asyncio.ensure_future(reader.read(1))
+        done, _ = await asyncio.wait({eof}, timeout=seconds)
+        if not done:
+            eof.cancel()
+            return False
+        return eof.result() == b""
 
     def _check(self, request: Received) -> None:
         if not self.verify:
