@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import statistics
+import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,7 +30,7 @@ import httpx
 from app.core.clock import SystemClock
 from app.core.db import Database
 from app.events import EventStore, NewEvent
-from bench.common import scratch_database
+from bench.common import machine, scratch_database
 from tests.server import server_process
 from tests.webhooks.receiver import Receiver
 
@@ -167,6 +171,8 @@ async def lag(url: str, dsn: str) -> None:
         f"p50 {statistics.median(lags) * 1000:.0f} ms, p99 {percentile(lags, 0.99) * 1000:.0f} ms, "
         f"max {max(lags) * 1000:.0f} ms; server CPU {busy:.0%} of one core"
     )
+    if not dsn:
+        return  # (the breakdown query is PostgreSQL's)
     conn = await asyncpg.connect(dsn)
     try:
         row = await conn.fetchrow(BREAKDOWN)
@@ -191,11 +197,21 @@ JOIN webhook_attempts a ON a.delivery_id = d.id
 META = {"actor": "bench", "role": "admin"}
 
 
+@asynccontextmanager
+async def scratch_sqlite() -> AsyncIterator[tuple[str, str]]:
+    with tempfile.TemporaryDirectory() as tmp:
+        print(f"# SQLite {sqlite3.sqlite_version} (file in {tmp}); {machine()}")
+        yield f"sqlite+aiosqlite:///{tmp}/bench.db", ""
+
+
 async def main() -> None:
-    async with scratch_database("dr_bench_hooks") as (url, _dsn):
-        await throughput(url)
-    async with scratch_database("dr_bench_hooks") as (url, dsn):
-        await lag(url, dsn)
+    backends = os.environ.get("BENCH_WEBHOOK_BACKENDS", "postgresql,sqlite").split(",")
+    for backend in backends:
+        scratch = scratch_sqlite if backend == "sqlite" else lambda: scratch_database("dr_bench_hooks")
+        async with scratch() as (url, _dsn):
+            await throughput(url)
+        async with scratch() as (url, dsn):
+            await lag(url, dsn)
 
 
 if __name__ == "__main__":

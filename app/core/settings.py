@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     webhook_secret_grace_seconds: int = Field(
         86_400, ge=0, le=30 * 86_400, description="How long a rotated secret keeps signing."
     )
+    webhook_log_retention_days: int = Field(
+        30, ge=1, description="Finished deliveries (and their attempts) are kept this long."
+    )
     open311_public_read: bool = True
     open311_jurisdiction_id: str = "changchun.gov.cn"
 

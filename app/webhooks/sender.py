@@ -45,6 +45,7 @@ from app.webhooks.transport import Transport, TransportError
 
 log = logging.getLogger(__name__)
 
+PURGE_EVERY = 3600.0  # seconds between purges of the delivery log
 SHUTDOWN_GRACE = 2.0  # seconds attempts under way may finish when the process stops
 LINGER = 0.02  # seconds a finished attempt may wait to be recorded together with others
 READ_CAP = 64 * 1024  # bytes of a response read at most
@@ -157,6 +158,8 @@ class Sender:
         self.connect_timeout = settings.webhook_connect_timeout_seconds
         # Longer than any attempt can take: until then nobody else takes the delivery.
         self.lease = timedelta(seconds=2 * self.timeout)
+        self.retention = timedelta(days=settings.webhook_log_retention_days)
+        self.purged_at = 0.0  # monotonic time of the last purge
         self.name = f"{socket.gethostname()}:{os.getpid()}"[:100]
         self.inflight: Counter[str] = Counter()  # subscription id → attempts under way
         self.tasks: set[asyncio.Task[None]] = set()
@@ -206,6 +209,9 @@ class Sender:
                             self._start(item)
                         if claim:
                             backlog = len(claimed) == claim
+                    if time.monotonic() - self.purged_at > PURGE_EVERY:
+                        self.purged_at = time.monotonic()
+                        await self.purge()
                 except asyncio.CancelledError:
                     raise
                 except Exception:
@@ -254,6 +260,18 @@ class Sender:
             self.wake.set()
 
         task.add_done_callback(done)
+
+    async def purge(self) -> int:
+        """Forget finished deliveries (and their attempts) older than the retention; the events
+        they came from stay in the log. Returns how many went."""
+        cutoff = self.clock.now() - self.retention
+        async with self.db.transaction() as conn:
+            result = await conn.execute(
+                sa.delete(wd).where(
+                    wd.c.status.in_(("delivered", "failed", "notice")), wd.c.created_at < cutoff
+                )
+            )
+        return int(result.rowcount or 0)
 
     # -- claiming --------------------------------------------------------------------------
 

@@ -12,10 +12,12 @@ from typing import Any
 import httpx
 import pytest
 
+from app.core.clock import ManualClock
 from app.core.security import SYSTEM
 from app.main import Services
 from app.problems import domain
 from app.webhooks.schemas import PROBLEM_EVENT_TYPES
+from app.webhooks.sender import Sender
 from tests.factories import D1, D2, City, command, submit
 from tests.webhooks.conftest import deliveries, eventually, fanned_out, log_of, settled_log, subscribe
 from tests.webhooks.receiver import Answer, Receiver, always
@@ -379,3 +381,19 @@ async def test_deleting_a_subscription_with_an_attempt_under_way(
         await other.wait_count(1)
         await settled_log(client, second["id"], 1)
     assert "webhook sender failed" not in caplog.text
+
+
+@pytest.mark.parametrize("webhook_settings", [{"webhook_log_retention_days": 30}])
+async def test_finished_deliveries_are_forgotten_after_the_retention(
+    client: httpx.AsyncClient, services: Services, city: City, receiver: Receiver
+) -> None:
+    hook = await subscribe(client, receiver, event_types=["problem.submitted"])
+    await submit(client, city.enterprise())
+    await settled_log(client, hook["id"], 1)
+    later = ManualClock(datetime.now(UTC) + timedelta(days=29))
+    assert await Sender(services.db, services.webhooks, services.settings, later).purge() == 0
+    later.advance(timedelta(days=2))
+    assert await Sender(services.db, services.webhooks, services.settings, later).purge() == 1
+    assert await log_of(client, hook["id"]) == []
+    events = await services.store.read_stream(f"webhook-{hook['id']}")
+    assert [e.type for e in events] == ["webhook.created"], "the log of changes stays"
