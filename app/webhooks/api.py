@@ -85,6 +85,8 @@ async def list_webhooks(
 async def get_webhook(
     webhook_id: WebhookId, caller: CallerDep, webhooks: WebhooksDep, settings: SettingsDep
 ) -> WebhookOut:
+    """The subscription without its secret (`secret_fingerprint` tells secrets apart). A disabled
+    one shows `enabled: false`, `disabled_reason` and `disabled_at`."""
     return webhook_out(await webhooks.get(caller, webhook_id), settings.tz)
 
 
@@ -187,6 +189,7 @@ async def get_webhook_delivery(
     webhooks: WebhooksDep,
     settings: SettingsDep,
 ) -> DeliveryOut:
+    """The delivery's status, next retry and latest attempts (newest first)."""
     row, attempts = await webhooks.delivery(caller, webhook_id, delivery_id)
     return delivery_out(row, attempts, settings.tz)
 
