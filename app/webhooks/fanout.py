@@ -13,9 +13,7 @@ the follower happens to run.
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
-import time
 import uuid
 from collections.abc import Sequence
 from datetime import tzinfo
@@ -26,20 +24,16 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.core.clock import Clock
-from app.core.db import Database
 from app.directory.tables import units
 from app.events import EventStore, RecordedEvent
 from app.problems import domain
 from app.problems.domain import ProblemState
 from app.problems.service import facts_of
-from app.projections.runner import Runner
 from app.routing.calendar import WorkCalendar
 from app.webhooks.payloads import problem_event_body
 from app.webhooks.policy import first_attempt_at
 from app.webhooks.schemas import ALL_TYPES, PROBLEM_EVENT_TYPES
 from app.webhooks.tables import webhook_deliveries, webhook_subscriptions
-
-log = logging.getLogger(__name__)
 
 _DELIVERY_NAMESPACE = uuid.UUID("5b0c9a4e-2f57-4d8e-9a61-3c2e7d1f0b84")
 PROBLEM_STREAM_PREFIX = "problem-"
@@ -71,6 +65,7 @@ class Fanout:
         schedule: Sequence[int],
         clock: Clock,
         rng: random.Random | None = None,
+        wake: asyncio.Event | None = None,
     ) -> None:
         self.store = store
         self.calendar = calendar
@@ -78,9 +73,17 @@ class Fanout:
         self.schedule = list(schedule)
         self.clock = clock
         self.rng = rng or random.Random()
-        self.created = 0  # deliveries written by this process (wakes its sender)
+        self.wake = wake
+        self.created = 0  # deliveries written in the batch under way
+
+    def committed(self) -> None:
+        """Called by the runner once a batch has committed: wake this process's sender."""
+        if self.created and self.wake is not None:
+            self.wake.set()
+        self.created = 0
 
     async def apply(self, conn: AsyncConnection, events: list[RecordedEvent]) -> None:
+        self.created = 0
         subs = (
             await conn.execute(
                 sa.select(
@@ -168,36 +171,3 @@ class Fanout:
             await conn.execute(sa.select(units.c.id, units.c.path).where(units.c.id.in_(sorted(unit_ids))))
         ).all()
         return {r.id: set(r.path.split("/")) for r in rows}
-
-
-async def run_fanout(
-    db: Database,
-    store: EventStore,
-    fanout: Fanout,
-    clock: Clock,
-    wake: asyncio.Event,
-    stop: asyncio.Event,
-    poll_seconds: float,
-) -> None:
-    """The follower loop (as `Runner.run`), waking this process's sender after each batch that
-    wrote deliveries."""
-    runner = Runner(db, store, fanout, clock)
-    await runner.ensure_checkpoint()
-    last_status = 0.0
-    while not stop.is_set():
-        try:
-            moved = await runner.step()
-            if time.monotonic() - last_status > 5:
-                await runner.status()  # refreshes the lag metrics
-                last_status = time.monotonic()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("webhook fan-out failed; retrying")
-            await asyncio.sleep(1)
-            continue
-        if fanout.created:
-            fanout.created = 0
-            wake.set()
-        if moved == 0:
-            await store.wait_for_positions(poll_seconds)

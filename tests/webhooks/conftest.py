@@ -43,16 +43,9 @@ def webhook_settings() -> dict[str, Any]:
 
 
 @pytest.fixture
-def settings(db_url: str, webhook_settings: dict[str, Any]) -> Settings:
-    return Settings(
-        database_url=db_url,
-        environment="test",
-        admin_api_key=ADMIN_KEY,  # type: ignore[arg-type]
-        sequencer_poll_ms=5,
-        db_pool_size=20,
-        db_max_overflow=20,
-        **{**FAST, **webhook_settings},
-    )
+def settings(settings: Settings, webhook_settings: dict[str, Any]) -> Settings:
+    """The suite's settings (tests/conftest.py) with the webhook ones above."""
+    return Settings.model_validate({**settings.model_dump(), **FAST, **webhook_settings})
 
 
 @pytest.fixture
@@ -130,4 +123,15 @@ async def settled_log(
         return log if len(log) >= n and all(d["status"] != "pending" for d in log) else []
 
     result: list[dict[str, Any]] = await eventually(check, timeout)
+    return result
+
+
+async def disabled(client: httpx.AsyncClient, webhook_id: str) -> dict[str, Any]:
+    """The subscription once the service has disabled it."""
+
+    async def check() -> dict[str, Any] | None:
+        body: dict[str, Any] = (await client.get(f"/v1/webhooks/{webhook_id}")).json()
+        return body if not body["enabled"] else None
+
+    result: dict[str, Any] = await eventually(check)
     return result

@@ -19,7 +19,15 @@ from app.problems import domain
 from app.webhooks.schemas import PROBLEM_EVENT_TYPES
 from app.webhooks.sender import Sender
 from tests.factories import D1, D2, City, command, submit
-from tests.webhooks.conftest import deliveries, eventually, fanned_out, log_of, settled_log, subscribe
+from tests.webhooks.conftest import (
+    deliveries,
+    disabled,
+    eventually,
+    fanned_out,
+    log_of,
+    settled_log,
+    subscribe,
+)
 from tests.webhooks.receiver import Answer, Receiver, always
 
 
@@ -181,12 +189,7 @@ async def test_410_disables_the_subscription_records_it_and_tells_the_owner(
     with Receiver(always(410, b"gone for good")) as receiver:
         hook = await subscribe(client, receiver, event_types=["problem.submitted"])
         await submit(client, city.enterprise())
-
-        async def disabled() -> dict[str, Any] | None:
-            body: dict[str, Any] = (await client.get(f"/v1/webhooks/{hook['id']}")).json()
-            return body if not body["enabled"] else None
-
-        current = await eventually(disabled)
+        current = await disabled(client, hook["id"])
         assert "410" in current["disabled_reason"] and current["disabled_at"]
         listed = (await client.get("/v1/webhooks", params={"enabled": "false"})).json()["items"]
         assert [h["id"] for h in listed] == [hook["id"]]
@@ -224,12 +227,7 @@ async def test_an_endpoint_failing_everything_for_the_configured_time_is_disable
         hook = await subscribe(client, receiver, event_types=["problem.submitted"])
         started = time.monotonic()
         await submit(client, city.enterprise())
-
-        async def disabled() -> dict[str, Any] | None:
-            body: dict[str, Any] = (await client.get(f"/v1/webhooks/{hook['id']}")).json()
-            return body if not body["enabled"] else None
-
-        current = await eventually(disabled)
+        current = await disabled(client, hook["id"])
         assert time.monotonic() - started >= 2
         assert current["disabled_reason"].startswith("every delivery has failed since")
         assert len(receiver.snapshot()) >= 3
