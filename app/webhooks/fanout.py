@@ -13,6 +13,7 @@ the follower happens to run.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import uuid
 from collections.abc import Sequence
@@ -34,6 +35,8 @@ from app.webhooks.payloads import problem_event_body
 from app.webhooks.policy import first_attempt_at
 from app.webhooks.schemas import ALL_TYPES, PROBLEM_EVENT_TYPES
 from app.webhooks.tables import webhook_deliveries, webhook_subscriptions
+
+log = logging.getLogger(__name__)
 
 _DELIVERY_NAMESPACE = uuid.UUID("5b0c9a4e-2f57-4d8e-9a61-3c2e7d1f0b84")
 PROBLEM_STREAM_PREFIX = "problem-"
@@ -105,6 +108,8 @@ class Fanout:
         now = self.clock.now()
         rows: list[dict[str, Any]] = []
         for event in wanted:
+            if event.event_id not in states:
+                continue
             before, after = states[event.event_id]
             reach: set[str] = set()
             for unit in after.involved_units | (before.involved_units if before else frozenset()):
@@ -154,13 +159,17 @@ class Fanout:
             problem_id = stream.removeprefix(PROBLEM_STREAM_PREFIX)
             history = histories[stream]
             state: ProblemState | None = None
-            for recorded, fact in zip(history, facts_of(history), strict=True):
-                before = state
-                state = domain.initial(problem_id, fact) if state is None else domain.evolve(state, fact)
-                if recorded.event_id in ids:
-                    result[recorded.event_id] = (before, state)
-                if recorded.stream_version >= last:
-                    break
+            try:
+                for recorded, fact in zip(history, facts_of(history), strict=True):
+                    before = state
+                    state = domain.initial(problem_id, fact) if state is None else domain.evolve(state, fact)
+                    if recorded.event_id in ids:
+                        result[recorded.event_id] = (before, state)
+                    if recorded.stream_version >= last:
+                        break
+            except (KeyError, ValueError, TypeError):
+                # One unreadable stream must not stop every notification behind it.
+                log.exception("webhooks: cannot fold %s; its events are not delivered", stream)
         return result
 
     async def _ancestors(self, conn: AsyncConnection, unit_ids: set[str]) -> dict[str, set[str]]:
