@@ -41,6 +41,10 @@ from app.problems.api import router as problems_router
 from app.problems.scheduler import Scheduler
 from app.problems.service import ProblemService
 from app.routing.calendar import WorkCalendar, fallback_warning, official_years
+from app.webhooks.api import router as webhooks_router
+from app.webhooks.openapi import document_webhooks
+from app.webhooks.service import Webhooks
+from app.webhooks.workers import webhook_workers
 
 log = logging.getLogger("dispatchroom")
 
@@ -99,6 +103,10 @@ TAGS = [
         "description": "Ledgers (台账): import the spreadsheets dispatch rooms keep; export problems "
         "as one (CSV or Excel, Chinese column titles).",
     },
+    {
+        "name": "webhooks",
+        "description": "Signed notifications of problem events (Standard Webhooks); payloads under Webhooks.",
+    },
     {"name": "operations", "description": "Health, readiness and the error catalogue."},
     {
         "name": "open311",
@@ -146,6 +154,8 @@ class Services:
         )
         if settings.scheduler_interval_seconds > 0:
             self.workers.append(self.scheduler.run)
+        self.webhooks = Webhooks(self.db, self.store, self.directory, settings, clock)
+        self.workers += webhook_workers(self.webhooks, self.store, self.calendar, settings, clock)
 
     def attach(self, app: FastAPI) -> None:
         app.state.services = self
@@ -160,6 +170,7 @@ class Services:
             "directory",
             "keys",
             "problems",
+            "webhooks",
         ):
             setattr(app.state, name, getattr(self, name))
 
@@ -232,6 +243,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(keys_router)
     app.include_router(open311_router)
     app.include_router(feed_router)
+    app.include_router(webhooks_router)
+    document_webhooks(app)
     _operations(app)
     return app
 
@@ -372,6 +385,7 @@ def _problem_json_openapi(app: FastAPI) -> None:
             version=app.version,
             description=app.description,
             routes=app.routes,
+            webhooks=app.webhooks.routes,
             tags=app.openapi_tags,
         )
         components = schema.setdefault("components", {}).setdefault("schemas", {})

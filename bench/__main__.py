@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 
-BENCHMARKS = ["bench.store_append", "bench.scheduler_due"]
+BENCHMARKS = ["bench.store_append", "bench.scheduler_due", "bench.webhooks"]
 
 for name in BENCHMARKS:
     print(f"\n## {name}")

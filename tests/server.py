@@ -16,6 +16,7 @@ import httpx
 from tests.conftest import free_port
 
 BIN = Path(sys.executable).parent
+Process = subprocess.Popen[bytes]
 
 
 def dispatchroom(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -32,46 +33,52 @@ def dispatchroom(*args: str, env: dict[str, str], timeout: float = 120) -> subpr
 @contextmanager
 def server(env: dict[str, str], *args: str, startup_timeout: float = 90) -> Iterator[str]:
     """Start `dispatchroom serve` (migrating first) and yield its base URL; stop it at the end."""
-    with servers(env, 1, *args, startup_timeout=startup_timeout) as (base,):
+    with _start(env, 1, args, startup_timeout) as [(_, base)]:
         yield base
+
+
+@contextmanager
+def server_process(
+    env: dict[str, str], *args: str, startup_timeout: float = 90
+) -> Iterator[tuple[Process, str]]:
+    """As `server`, also yielding the process (to kill it: crash tests)."""
+    with _start(env, 1, args, startup_timeout) as [started]:
+        yield started
 
 
 @contextmanager
 def servers(env: dict[str, str], count: int, *args: str, startup_timeout: float = 90) -> Iterator[list[str]]:
     """Start `count` server processes at once on the same database; yield their base URLs."""
-    started: list[tuple[subprocess.Popen[bytes], str]] = []
+    with _start(env, count, args, startup_timeout) as started:
+        yield [base for _, base in started]
+
+
+@contextmanager
+def _start(
+    env: dict[str, str], count: int, args: tuple[str, ...], startup_timeout: float
+) -> Iterator[list[tuple[Process, str]]]:
+    started: list[tuple[Process, str]] = []
     log = Path(env.get("SERVER_LOG", os.devnull))
     try:
         with log.open("ab") as out:
             for _ in range(count):
                 port = free_port()
+                command = [str(BIN / "dispatchroom"), "serve", "--host", "127.0.0.1", "--port", str(port),
+                           "--log-level", "warning", *args]  # fmt: skip
                 proc = subprocess.Popen(
-                    [
-                        str(BIN / "dispatchroom"),
-                        "serve",
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        str(port),
-                        "--log-level",
-                        "warning",
-                        *args,
-                    ],
-                    env={**os.environ, **env},
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
+                    command, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT
                 )
                 started.append((proc, f"http://127.0.0.1:{port}"))
         deadline = time.monotonic() + startup_timeout
         for proc, base in started:
             _wait_ready(proc, base, deadline, log)
-        yield [base for _, base in started]
+        yield started
     finally:
         for proc, _ in started:
             _stop(proc)
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], base: str, deadline: float, log: Path) -> None:
+def _wait_ready(proc: Process, base: str, deadline: float, log: Path) -> None:
     while True:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}; see {log}")
@@ -85,7 +92,7 @@ def _wait_ready(proc: subprocess.Popen[bytes], base: str, deadline: float, log: 
         time.sleep(0.1)
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def _stop(proc: Process) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:

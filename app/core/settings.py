@@ -80,6 +80,24 @@ class Settings(BaseSettings):
         default_factory=lambda: list(DEFAULT_RETRY_SCHEDULE),
         description="Seconds between delivery attempts.",
     )
+    webhook_disable_after_seconds: int = Field(
+        5 * 86_400,
+        ge=1,
+        description="An endpoint that has failed every delivery for this long is disabled.",
+    )
+    webhook_connect_timeout_seconds: float = Field(5.0, gt=0, le=60)
+    webhook_timeout_seconds: float = Field(15.0, gt=0, le=120, description="Total time per attempt.")
+    webhook_concurrency: int = Field(32, ge=1, le=1000, description="Attempts in flight per process.")
+    webhook_endpoint_concurrency: int = Field(
+        8, ge=1, le=1000, description="Attempts in flight per endpoint and process."
+    )
+    webhook_poll_ms: int = Field(250, ge=5, le=60_000, description="How often senders look for due work.")
+    webhook_secret_grace_seconds: int = Field(
+        86_400, ge=0, le=30 * 86_400, description="How long a rotated secret keeps signing."
+    )
+    webhook_log_retention_days: int = Field(
+        30, ge=1, description="Finished deliveries (and their attempts) are kept this long."
+    )
     open311_public_read: bool = True
     open311_jurisdiction_id: str = "changchun.gov.cn"
 

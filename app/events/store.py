@@ -395,6 +395,28 @@ class EventStore:
                 result = (await own.execute(stmt)).all()
         return [self._from_row(r, r.position) for r in result]
 
+    async def read_streams(
+        self, stream_ids: Sequence[str], *, conn: AsyncConnection | None = None
+    ) -> dict[str, list[RecordedEvent]]:
+        """Several streams in one query (followers that fold many aggregates per batch)."""
+        if not stream_ids:
+            return {}
+        stmt = (
+            sa.select(*_SELECT_COLUMNS, event_positions.c.position)
+            .select_from(events.outerjoin(event_positions, event_positions.c.event_row == events.c.id))
+            .where(events.c.stream_id.in_(sorted(set(stream_ids))))
+            .order_by(events.c.stream_id, events.c.stream_version)
+        )
+        if conn is not None:
+            result = (await conn.execute(stmt)).all()
+        else:
+            async with self.db.read() as own:
+                result = (await own.execute(stmt)).all()
+        streams: dict[str, list[RecordedEvent]] = {s: [] for s in stream_ids}
+        for r in result:
+            streams[r.stream_id].append(self._from_row(r, r.position))
+        return streams
+
     async def read_all(
         self,
         after: int = 0,

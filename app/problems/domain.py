@@ -884,6 +884,9 @@ def _decide_extension(state: ProblemState, cmd: DecideExtension, ctx: Context) -
 
 def _defer(state: ProblemState, cmd: Defer, ctx: Context) -> list[Fact]:
     _require_status(state, cmd, HELD)
+    if state.return_request is not None:
+        # The unit has just said the problem is not its own; the room rules on that first.
+        raise AppError("return_pending", "a return request is waiting for the room's ruling")
     today = ctx.policy.business_date(ctx.now)
     if cmd.review_on <= today:
         raise AppError("invalid_review_date", "the review date must lie after today")
@@ -1159,6 +1162,9 @@ def evolve(state: ProblemState, fact: Fact) -> ProblemState:
                 accepted_at=None,
                 return_request=None,
                 extension_request=None,
+                review_on=None,
+                deferred_at=None,
+                deferred_remaining=None,
                 returns=s.returns + 1,
                 unrouted=d.get("unrouted", False),
                 returned_too_often=s.returned_too_often or d.get("flagged", False),

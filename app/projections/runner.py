@@ -123,6 +123,9 @@ class Runner:
                 .values(position=new_position, updated_at=self.clock.now())
             )
         FOLLOWER_EVENTS.labels(name).inc(len(events))
+        committed = getattr(self.follower, "committed", None)
+        if events and committed is not None:
+            committed()  # optional hook: the batch's output is visible now
         return int(new_position - position)
 
     async def run(self, stop: asyncio.Event, poll_seconds: float = 0.2) -> None:

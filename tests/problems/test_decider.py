@@ -165,6 +165,17 @@ def test_return_request_and_the_rooms_ruling() -> None:
     assert refused(s, DISPATCHER, domain.DecideReturn(accept=True)).code == "no_return_pending"
 
 
+def test_no_deferral_while_a_return_waits_for_the_room() -> None:
+    s = Story()
+    s.do(GROUP, domain.Escalate("x"))
+    s.do(DISPATCHER, domain.Assign(lead_unit_id="fg2"))
+    s.do(FG2, domain.Return("不属于本组职责"))
+    error = refused(s, FG2, domain.Defer("待定", (), date(2026, 12, 21)))
+    assert error.code == "return_pending"
+    back = s.do(DISPATCHER, domain.DecideReturn(accept=True))
+    assert (back.status, back.review_on, back.deferred_at) == (Status.open, None, None)
+
+
 def test_return_only_within_the_window() -> None:
     s = Story()
     s.do(GROUP, domain.Escalate("x"))
