@@ -25,6 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.core.clock import Clock
+from app.core.security import api_keys
 from app.directory.tables import units
 from app.events import EventStore, RecordedEvent
 from app.problems import domain
@@ -87,6 +88,8 @@ class Fanout:
 
     async def apply(self, conn: AsyncConnection, events: list[RecordedEvent]) -> None:
         self.created = 0
+        # A subscription speaks for the key that made it: once that key is revoked (someone left
+        # the unit), no new event reaches its endpoint.
         subs = (
             await conn.execute(
                 sa.select(
@@ -94,7 +97,13 @@ class Fanout:
                     webhook_subscriptions.c.event_types,
                     webhook_subscriptions.c.unit_id,
                     webhook_subscriptions.c.after_position,
-                ).where(webhook_subscriptions.c.enabled.is_(True))
+                )
+                .select_from(
+                    webhook_subscriptions.outerjoin(
+                        api_keys, api_keys.c.id == webhook_subscriptions.c.owner_key_id
+                    )
+                )
+                .where(webhook_subscriptions.c.enabled.is_(True), api_keys.c.revoked_at.is_(None))
             )
         ).all()
         wanted = [e for e in events if any(_wants(s, e) for s in subs)]

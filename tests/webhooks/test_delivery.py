@@ -18,7 +18,7 @@ from app.main import Services
 from app.problems import domain
 from app.webhooks.schemas import PROBLEM_EVENT_TYPES
 from app.webhooks.sender import Sender
-from tests.factories import D1, D2, City, command, submit
+from tests.factories import D1, D2, City, auth, command, make_key, submit
 from tests.webhooks.conftest import (
     deliveries,
     disabled,
@@ -141,6 +141,26 @@ async def test_unit_filter_follows_the_units_involved(
         assert await deliveries(services, other["id"]) == []
         for r in (team, group_b):
             r.assert_all_verified()
+
+
+async def test_a_revoked_keys_subscriptions_receive_nothing_new(
+    client: httpx.AsyncClient, services: Services, city: City
+) -> None:
+    """A subscription speaks for the key that made it: when the key is revoked (someone left the
+    unit), the endpoint stops receiving the unit's problems."""
+    key = await make_key(client, "handler", unit_id=city.teams[D1])
+    with Receiver() as receiver:
+        sub = await subscribe(client, receiver, key=key)
+        first = (await submit(client, city.enterprise()))["id"]
+        await fanned_out(services)
+        await receiver.wait_for(lambda r: len(r) == 1)
+        key_id = (await client.get("/v1/me", headers=auth(key))).json()["id"]
+        assert (await client.delete(f"/v1/api-keys/{key_id}")).status_code == 200
+        await command(client, first, "accept")
+        await submit(client, city.enterprise())
+        await fanned_out(services)
+        assert len(await deliveries(services, sub["id"])) == 1
+        receiver.assert_all_verified()
 
 
 def fail_first(n: int, status: int = 500) -> Any:
