@@ -1,5 +1,5 @@
-"""The `dispatchroom` command: serve, migrate, demo data, API keys, automatic actions, ledger import
-and export."""
+"""The `dispatchroom` command: serve, migrate, demo data, API keys, automatic actions, projections,
+ledger import and export."""
 
 from __future__ import annotations
 
@@ -15,8 +15,18 @@ from typing import Annotated, TypeVar
 import typer
 import uvicorn
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
 from app.access.service import KeyIn
 from app.core.errors import AppError
@@ -29,6 +39,7 @@ from app.ledger.importer import LedgerImporter, Report, RowError
 from app.main import Services, clock_for
 from app.migrate import upgrade
 from app.projections.problem_view import ProblemFilter
+from app.projections.registry import ProjectionStatus
 
 cli = typer.Typer(
     help="Dispatchroom: routing enterprises' problems through the dispatch rooms.",
@@ -37,6 +48,8 @@ cli = typer.Typer(
 )
 keys_cli = typer.Typer(help="API keys.", no_args_is_help=True)
 cli.add_typer(keys_cli, name="keys")
+projections_cli = typer.Typer(help="Read models: their status and lag, and rebuilds.", no_args_is_help=True)
+cli.add_typer(projections_cli, name="projections")
 console = Console()
 T = TypeVar("T")
 # Who imports and exports from the command line (the operator, with an admin's reach).
@@ -182,16 +195,7 @@ def keys_list(
             return list(await svc.keys.list(include_revoked=all_))
 
     columns = ("id", "name", "role", "unit_id", "district_id", "source", "key_hint", "revoked_at")
-    rows = [[str(getattr(row, c) or "") for c in columns] for row in _run(go)]
-    if not console.is_terminal:  # scripts get tab-separated lines, untruncated
-        typer.echo("\t".join(columns))
-        for cells in rows:
-            typer.echo("\t".join(cells))
-        return
-    table = Table(*columns)
-    for cells in rows:
-        table.add_row(*cells)
-    console.print(table)
+    _print_rows(columns, [[str(getattr(row, c) or "") for c in columns] for row in _run(go)])
 
 
 @keys_cli.command("revoke")
@@ -316,6 +320,94 @@ def export_ledger(
     count = _run(go)
     if output:
         console.print(f"{count} problems exported to {output}.")
+
+
+def _print_rows(columns: tuple[str, ...], rows: list[list[str]]) -> None:
+    if not console.is_terminal:  # scripts get tab-separated lines, untruncated
+        typer.echo("\t".join(columns))
+        for cells in rows:
+            typer.echo("\t".join(cells))
+        return
+    table = Table(*columns)
+    for cells in rows:
+        table.add_row(*cells)
+    console.print(table)
+
+
+@projections_cli.command("status")
+def projections_status() -> None:
+    """Each projection and follower: inline or following, checkpoint, lag in events and seconds."""
+
+    async def go() -> list[ProjectionStatus]:
+        async with services() as svc:
+            return await svc.projections.status()
+
+    columns = ("name", "kind", "checkpoint", "head", "lag_events", "lag_seconds", "updated_at")
+    rows = [
+        [
+            s.name,
+            s.kind,
+            str(s.checkpoint),
+            str(s.head),
+            str(s.lag_events),
+            f"{s.lag_seconds:.1f}",
+            s.updated_at.isoformat() if s.updated_at else "",
+        ]
+        for s in _run(go)
+    ]
+    _print_rows(columns, rows)
+
+
+class _EventsPerSecond(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.0f} events/s" if speed else "… events/s", style="progress.data.speed")
+
+
+@projections_cli.command("rebuild")
+def projections_rebuild(
+    name: Annotated[
+        str | None, typer.Argument(help="problem_view, problem_history … (default: every projection).")
+    ] = None,
+) -> None:
+    """Rebuild read models from the event log into fresh tables and swap them in; the service
+    keeps answering meanwhile (writers wait only for the swap)."""
+
+    async def go() -> None:
+        async with services() as svc:
+            for chosen in [name] if name else svc.projections.names:
+                svc.projections.get(chosen)
+                with Progress(
+                    TextColumn("{task.description}"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    _EventsPerSecond(),
+                    TimeElapsedColumn(),
+                    TimeRemainingColumn(),
+                    console=console,
+                    transient=not console.is_terminal,
+                ) as progress:
+                    task = progress.add_task(chosen, total=None)
+
+                    def advance(
+                        done: int, total: int, task: int = task, progress: Progress = progress
+                    ) -> None:
+                        progress.update(task, completed=done, total=total)  # type: ignore[arg-type]
+
+                    report = await svc.projections.rebuild(chosen, advance)
+                console.print(
+                    f"{report.name}: {report.events:,} events, {report.streams:,} streams, "
+                    f"{report.rows:,} rows in {report.build_seconds:.1f} s "
+                    f"({report.events_per_second:,.0f} events/s); {report.caught_up} streams caught up; "
+                    f"swapped in {report.swap_seconds * 1000:.0f} ms"
+                    + (f"; follower resumes at {report.checkpoint}" if report.checkpoint is not None else "")
+                )
+
+    try:
+        _run(go)
+    except AppError as exc:
+        console.print(f"[red]{exc.code}[/]: {exc.detail}")
+        raise typer.Exit(2) from None
 
 
 def main() -> None:

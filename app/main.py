@@ -38,8 +38,14 @@ from app.ledger.api import router as ledger_router
 from app.open311.api import router as open311_router
 from app.open311.render import install_error_handlers as install_open311_errors
 from app.problems.api import router as problems_router
+from app.problems.projection import problem_projections
 from app.problems.scheduler import Scheduler
 from app.problems.service import ProblemService
+from app.projections.api import router as statistics_router
+from app.projections.rankings import Rankings
+from app.projections.registry import Projections
+from app.projections.reports import DispatchReports
+from app.projections.stats import Statistics
 from app.routing.calendar import WorkCalendar, fallback_warning, official_years
 from app.webhooks.api import router as webhooks_router
 from app.webhooks.openapi import document_webhooks
@@ -107,6 +113,11 @@ TAGS = [
         "name": "webhooks",
         "description": "Signed notifications of problem events (Standard Webhooks); payloads under Webhooks.",
     },
+    {
+        "name": "statistics",
+        "description": "Solve rates, aging, unit rankings with warnings, dispatch reports; now or as of "
+        "any past instant, scoped by the caller's role.",
+    },
     {"name": "operations", "description": "Health, readiness and the error catalogue."},
     {
         "name": "open311",
@@ -145,6 +156,14 @@ class Services:
                 lambda stop: run_sequencer(self.store, stop, settings.sequencer_poll_ms / 1000)
             )
         self.problems = ProblemService(self.db, self.store, self.directory, self.rules, self.calendar, clock)
+        # Read models: inline ones (written with the events) and followers (run as workers).
+        self.projections = Projections(self.db, self.store, clock)
+        for projection in problem_projections(self.calendar):
+            self.projections.add(projection)
+        self.workers.extend(self.projections.workers())
+        self.stats = Statistics(self.db, self.calendar, self.rules, self.directory, clock)
+        self.rankings = Rankings(self.stats)
+        self.reports = DispatchReports(self.stats, self.rankings)
         self.scheduler = Scheduler(
             self.db,
             self.problems,
@@ -238,6 +257,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     )
     app.include_router(ledger_router)  # before /v1/problems/{problem_id}: /v1/problems/export
     app.include_router(problems_router)
+    app.include_router(statistics_router)
     app.include_router(directory_router)
     app.include_router(routing_router)
     app.include_router(keys_router)

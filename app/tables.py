@@ -4,7 +4,15 @@
 from app.core import security
 from app.directory import tables as directory_tables
 from app.events import tables as event_tables
-from app.projections import problem_view, runner
+from app.projections import history, problem_view, runner
 from app.webhooks import tables as webhook_tables
 
-__all__ = ["directory_tables", "event_tables", "problem_view", "runner", "security", "webhook_tables"]
+__all__ = [
+    "directory_tables",
+    "event_tables",
+    "history",
+    "problem_view",
+    "runner",
+    "security",
+    "webhook_tables",
+]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 
-BENCHMARKS = ["bench.store_append", "bench.scheduler_due", "bench.webhooks"]
+BENCHMARKS = ["bench.store_append", "bench.scheduler_due", "bench.webhooks", "bench.projections"]
 
 for name in BENCHMARKS:
     print(f"\n## {name}")

@@ -55,3 +55,5 @@ def test_the_walkthrough_works(db_url: str, tmp_path: Path) -> None:
     assert '{"version":2,"changes":{"settings":["auto_escalate"]' in out
     assert '{"status":422,"code":"invalid_rules","first":"unit 220102-t1-g1 is a service_group' in out
     assert '["2027-01-01",false,"override"]' in out
+    assert "助企问题调度通报" in out and '"solve_rate":' in out
+    assert '{"status":"resolved","satisfied":null}' in out

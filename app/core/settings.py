@@ -101,6 +101,13 @@ class Settings(BaseSettings):
     open311_public_read: bool = True
     open311_jurisdiction_id: str = "changchun.gov.cn"
 
+    ranking_target: float = Field(
+        0.8, ge=0, le=1, description="Target score of unit rankings (Bijie warnings, Jiangshan classes)."
+    )
+    ranking_ahead_margin: float = Field(
+        0.1, ge=0, le=1, description="A unit is `ahead` at a score of at least target + margin."
+    )
+
     max_request_bytes: int = Field(1_048_576, ge=1024)
     max_import_bytes: int = Field(
         268_435_456, ge=1024, description="Largest ledger accepted by `POST /v1/imports`."

@@ -19,6 +19,7 @@ from app.core.errors import AppError, responses
 from app.core.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
 from app.core.settings import Settings
 from app.problems import domain
+from app.problems.asof import get_as_of, list_as_of
 from app.problems.domain import ProblemState, Status
 from app.problems.projection import view_row
 from app.problems.schemas import (
@@ -42,6 +43,7 @@ from app.problems.schemas import (
     WithdrawIn,
 )
 from app.problems.service import ProblemService
+from app.projections.params import InstantParam, as_of_instant
 from app.projections.problem_view import FLAGS, ProblemFilter, ProblemOut, to_api
 from app.routing.tree import Tier
 
@@ -71,6 +73,13 @@ IdempotencyKey = Annotated[
         max_length=200,
         description="Repeating a request with the same key and body returns the first result; "
         "the same key with another body is 422. Keys are per API key.",
+    ),
+]
+AsOf = Annotated[
+    InstantParam,
+    Query(
+        description="The state at this past instant (ISO datetime; a date means the end of that day), "
+        "with aging relative to it. Without it: now."
     ),
 ]
 
@@ -179,9 +188,13 @@ async def list_problems(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
+    as_of: AsOf = None,
 ) -> Page[ProblemOut]:
     """Problems in the caller's scope, newest first (a stable order: submission time, then id).
-    Filters combine with AND; list filters accept a comma list or repeated parameters."""
+    Filters combine with AND; list filters accept a comma list or repeated parameters. With
+    `as_of`, the problems as they stood then: filters match their state at that instant, and
+    each item is its state then (statistics' temporal model; it follows the event feed, usually
+    well under a second behind)."""
     flt = ProblemFilter(
         status=_split(status_, {s.value for s in Status}, "status"),
         tier=_split(tier, {t.value for t in Tier}, "tier"),
@@ -197,7 +210,20 @@ async def list_problems(
         flags=_split(flag, set(FLAGS), "flag"),
     )
     now = service.clock.now()
-    rows, next_cursor = await service.list(caller, flt, limit=limit, cursor=cursor, now=now)
+    instant = as_of_instant(as_of, settings, now)
+    if instant is not None and (flt.needs_attention is not None or flt.flags):
+        raise AppError(
+            "validation_failed",
+            "needs_attention and flag describe the present; they cannot be combined with as_of",
+            errors=[
+                {"loc": ["query", "as_of"], "msg": "not with needs_attention or flag", "type": "conflict"}
+            ],
+        )
+    if instant is not None:
+        rows, next_cursor = await list_as_of(service, caller, flt, instant, limit=limit, cursor=cursor)
+        now = instant
+    else:
+        rows, next_cursor = await service.list(caller, flt, limit=limit, cursor=cursor, now=now)
     return Page[ProblemOut](
         items=[to_api(r, now, service.calendar, tz=settings.tz) for r in rows],
         next_cursor=next_cursor,
@@ -209,7 +235,7 @@ async def list_problems(
     operation_id="get_problem",
     summary="Get a problem",
     response_model=ProblemOut,
-    responses=responses(401, 404),
+    responses=responses(401, 404, 422),
 )
 async def get_problem(
     problem_id: ProblemId,
@@ -217,9 +243,16 @@ async def get_problem(
     service: ServiceDep,
     response: Response,
     settings: Annotated[Settings, Depends(get_settings)],
+    as_of: AsOf = None,
 ) -> ProblemOut:
     """The problem's current state with its aging. The `ETag` header carries its version, for
-    `If-Match` on commands. Outside the caller's scope a problem does not exist (404)."""
+    `If-Match` on commands. Outside the caller's scope a problem does not exist (404). With
+    `as_of`: its state at that instant (its events up to then), aging relative to it, no `ETag`
+    (404 if it had not been submitted yet)."""
+    instant = as_of_instant(as_of, settings, service.clock.now())
+    if instant is not None:
+        row = await get_as_of(service, caller, problem_id, instant)
+        return to_api(row, instant, service.calendar, tz=settings.tz)
     row = await service.get_row(caller, problem_id)
     return _respond(response, to_api(row, service.clock.now(), service.calendar, tz=settings.tz))
 

@@ -15,7 +15,7 @@ what exceeds the district goes on to the city command room (市总调度室).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, Protocol
@@ -271,6 +271,21 @@ class ProblemState:
             for name, on in (("unrouted", self.unrouted), ("returned_too_often", self.returned_too_often))
             if on
         )
+
+
+_STATE_FIELDS = frozenset(f.name for f in fields(ProblemState))
+
+
+def replace(state: ProblemState, **changes: Any) -> ProblemState:
+    """`dataclasses.replace` for the state, without running `__init__` over its fifty fields: the
+    fold of every command's load and of every rebuild goes through here (about 15x faster)."""
+    unknown = changes.keys() - _STATE_FIELDS
+    if unknown:
+        raise TypeError(f"ProblemState has no field {sorted(unknown)[0]!r}")
+    new = object.__new__(ProblemState)
+    new.__dict__.update(state.__dict__)
+    new.__dict__.update(changes)
+    return new
 
 
 # -- commands ----------------------------------------------------------------------------------

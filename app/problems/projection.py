@@ -1,15 +1,27 @@
 """The problem projector: the problem view row is a function of the aggregate's state, so the
-same code serves the inline projection (written with the events) and a rebuild from the log."""
+same code serves the inline projection (written with the events) and a rebuild from the log.
+The temporal model (`problem_history`) is a function of the stream's events: a follower keeps it
+and rebuilds write it through the same function (`history_rows`)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
 
 from app.core.db import upsert
-from app.problems.domain import ProblemState, Status
+from app.events import RecordedEvent
+from app.problems import domain
+from app.problems.domain import Fact, ProblemState, Status
+from app.projections.history import TRACKED, problem_history
 from app.projections.problem_view import problem_units, problem_view
+from app.projections.streams import Rows, StreamProjection
+from app.routing.calendar import WorkCalendar
+
+STREAM_PREFIX = "problem-"
 
 
 def view_row(state: ProblemState) -> dict[str, Any]:
@@ -117,3 +129,132 @@ def view_writes(dialect: str, before: ProblemState | None, after: ProblemState) 
         for u in added
     ]
     return stmts
+
+
+# -- rebuilding and following ------------------------------------------------------------------
+
+
+def _facts(events: Sequence[RecordedEvent]) -> list[Fact]:
+    return [Fact(e.type, e.data, e.occurred_at) for e in events]
+
+
+def view_stream_rows(stream_id: str, events: Sequence[RecordedEvent]) -> Rows:
+    """The problem view row and `problem_units` rows of one stream (what the inline writes add up to)."""
+    problem_id = stream_id[len(STREAM_PREFIX) :]
+    state = domain.fold(problem_id, _facts(events))
+    if state is None:
+        return {}
+    units = [{"problem_id": problem_id, "unit_id": u} for u in sorted(state.involved_units)]
+    return {problem_view.name: [view_row(state)], problem_units.name: units}
+
+
+# Events that start a lead unit's assignment (the response clock), end it, or answer it.
+_ASSIGNING = frozenset({domain.SUBMITTED, domain.ASSIGNED})
+_UNASSIGNING = frozenset({domain.ESCALATED, domain.RETURNED})
+_RESPONDING = frozenset({domain.ACCEPTED, domain.DEFERRED, domain.RESOLVED})
+
+
+def response_days(assigned_at: datetime, responded_at: datetime, calendar: WorkCalendar) -> int:
+    """The smallest n such that the response came by the end of the n-th working day after the
+    day of assignment (0: the same day). Accepted "within n working days" ⇔ response_days <= n."""
+    assigned = calendar.business_date(assigned_at)
+    responded = calendar.business_date(responded_at)
+    if responded <= assigned:
+        return 0
+    days = calendar.working_days_between(assigned, responded)
+    return days if calendar.is_workday(responded) else days + 1
+
+
+def history_rows(problem_id: str, facts: Sequence[Fact], calendar: WorkCalendar) -> list[dict[str, Any]]:
+    """The problem's intervals (`problem_history`): the tracked state after the events of each
+    instant, a new row whenever it changes."""
+    rows: list[dict[str, Any]] = []
+    state: ProblemState | None = None
+    assigned_at: datetime | None = None
+    responded_at: datetime | None = None
+    i = 0
+    while i < len(facts):
+        at = facts[i].occurred_at  # later than every instant before (those events are folded)
+        while i < len(facts) and facts[i].occurred_at <= at:
+            fact = facts[i]
+            state = domain.initial(problem_id, fact) if state is None else domain.evolve(state, fact)
+            if fact.type in _ASSIGNING:
+                assigned_at, responded_at = at, None
+            elif fact.type in _UNASSIGNING:
+                assigned_at, responded_at = None, None
+            elif fact.type in _RESPONDING and assigned_at is not None and responded_at is None:
+                responded_at = at
+            i += 1
+        assert state is not None
+        tracked: dict[str, Any] = {
+            "tier": state.tier.value,
+            "status": state.status.value,
+            "holder_unit_id": state.holder_unit_id,
+            "lead_unit_id": state.lead_unit_id,
+            "cooperators": len(state.cooperating_unit_ids),
+            "deadline": state.deadline,
+            "resolved_at": state.resolved_at,
+            "solved_tier": state.solved_tier.value if state.solved_tier else None,
+            "solved_by_unit_id": state.solved_by_unit_id,
+            "escalations": state.escalations,
+            "returns": state.returns,
+            "reopens": state.reopens,
+            "feedback_score": state.feedback_score,
+            "satisfied": state.satisfied,
+            "assigned_at": assigned_at,
+            "responded_at": responded_at,
+            "response_days": (
+                response_days(assigned_at, responded_at, calendar)
+                if assigned_at is not None and responded_at is not None
+                else None
+            ),
+        }
+        previous = rows[-1] if rows else None
+        if previous is not None:
+            if all(previous[k] == tracked[k] for k in TRACKED):
+                continue
+            previous["valid_to"] = at
+        rows.append(
+            {
+                "problem_id": problem_id,
+                "valid_from": at,
+                "valid_to": None,
+                "submitted_at": state.submitted_at,
+                "district_id": state.district_id,
+                "category": state.category,
+                "source": state.source,
+                "from_tier": previous["tier"] if previous else None,
+                "from_status": previous["status"] if previous else None,
+                **tracked,
+            }
+        )
+    return rows
+
+
+def history_stream_rows(calendar: WorkCalendar, stream_id: str, events: Sequence[RecordedEvent]) -> Rows:
+    problem_id = stream_id[len(STREAM_PREFIX) :]
+    return {problem_history.name: history_rows(problem_id, _facts(events), calendar)}
+
+
+def problem_projections(calendar: WorkCalendar) -> list[StreamProjection]:
+    """The problem's read models, for the projection registry (wired in `app.main`)."""
+    return [
+        StreamProjection(
+            name="problem_view",
+            prefix=STREAM_PREFIX,
+            tables=(problem_view, problem_units),
+            keys={problem_view.name: "id", problem_units.name: "problem_id"},
+            rows=view_stream_rows,
+            description="Current state of every problem (inline: written with the events).",
+        ),
+        StreamProjection(
+            name="problem_history",
+            prefix=STREAM_PREFIX,
+            tables=(problem_history,),
+            keys={problem_history.name: "problem_id"},
+            rows=partial(history_stream_rows, calendar),
+            follows=True,
+            types=tuple(domain.EVENT_DESCRIPTIONS),
+            description="Intervals of each problem's tier, status, holder and deadline (as-of statistics).",
+        ),
+    ]

@@ -378,30 +378,10 @@ def list_query(
     """Problems newest first by (submitted_at, id), a stable keyset order."""
     pv = problem_view.c
     stmt = sa.select(problem_view).order_by(pv.submitted_at.desc(), pv.id.desc()).limit(limit)
-    conditions: list[sa.ColumnElement[bool] | sa.TextClause] = []
-    if scope is not None:
-        conditions.append(scope)
-    if flt.status:
-        conditions.append(pv.status.in_(flt.status))
-    if flt.tier:
-        conditions.append(pv.tier.in_(flt.tier))
-    if flt.holder_unit_id:
-        conditions.append(pv.holder_unit_id == flt.holder_unit_id)
-    if flt.lead_unit_id:
-        conditions.append(pv.lead_unit_id == flt.lead_unit_id)
-    if flt.district_id:
-        conditions.append(pv.district_id == flt.district_id)
-    if flt.category:
-        conditions.append(pv.category.in_(flt.category))
-    if flt.enterprise_id:
-        conditions.append(pv.enterprise_id == flt.enterprise_id)
-    if flt.overdue is not None:
-        is_overdue = sa.and_(pv.status.in_(ACTIVE_STATUSES), pv.deadline < now)
-        conditions.append(is_overdue if flt.overdue else sa.not_(is_overdue) | pv.deadline.is_(None))
-    if flt.submitted_from:
-        conditions.append(pv.submitted_at >= flt.submitted_from)
-    if flt.submitted_to:
-        conditions.append(pv.submitted_at < flt.submitted_to)
+    conditions: list[Any] = filter_conditions(
+        flt, pv, now, key=pv.id, enterprise_id=pv.enterprise_id, after=after
+    )
+    # Flags live on the current view only (the temporal model does not keep them).
     if flt.needs_attention is not None or flt.flags:
         if flt.needs_attention is False:
             conditions.append(sa.not_(pv.needs_attention))
@@ -409,7 +389,43 @@ def list_query(
             conditions.append(NEEDS_ATTENTION)
         for name in flt.flags:
             conditions.append(pv[name].is_(True))
+    return stmt.where(*([scope] if scope is not None else []), *conditions)
+
+
+def filter_conditions(
+    flt: ProblemFilter,
+    c: Any,
+    now: datetime,
+    *,
+    key: sa.ColumnElement[str],
+    enterprise_id: sa.ColumnElement[str],
+    after: tuple[datetime, str] | None,
+) -> list[sa.ColumnElement[bool]]:
+    """The filter (and the keyset cursor) as conditions on `c`: the problem view's columns, or
+    the temporal model's (`app.projections.history`), judged at `now`."""
+    conditions: list[sa.ColumnElement[bool]] = []
+    if flt.status:
+        conditions.append(c.status.in_(flt.status))
+    if flt.tier:
+        conditions.append(c.tier.in_(flt.tier))
+    if flt.holder_unit_id:
+        conditions.append(c.holder_unit_id == flt.holder_unit_id)
+    if flt.lead_unit_id:
+        conditions.append(c.lead_unit_id == flt.lead_unit_id)
+    if flt.district_id:
+        conditions.append(c.district_id == flt.district_id)
+    if flt.category:
+        conditions.append(c.category.in_(flt.category))
+    if flt.enterprise_id:
+        conditions.append(enterprise_id == flt.enterprise_id)
+    if flt.overdue is not None:
+        is_overdue = sa.and_(c.status.in_(ACTIVE_STATUSES), c.deadline < now)
+        conditions.append(is_overdue if flt.overdue else sa.not_(is_overdue) | c.deadline.is_(None))
+    if flt.submitted_from:
+        conditions.append(c.submitted_at >= flt.submitted_from)
+    if flt.submitted_to:
+        conditions.append(c.submitted_at < flt.submitted_to)
     if after is not None:
         at, last_id = after
-        conditions.append(sa.or_(pv.submitted_at < at, sa.and_(pv.submitted_at == at, pv.id < last_id)))
-    return stmt.where(*conditions)
+        conditions.append(sa.or_(c.submitted_at < at, sa.and_(c.submitted_at == at, key < last_id)))
+    return conditions

@@ -60,7 +60,8 @@ class Status:
     updated_at: datetime | None
 
 
-def _lock_key(name: str) -> int:
+def lock_key(name: str) -> int:
+    """The advisory lock (PostgreSQL) that one process holds while it runs a batch of `name`."""
     return int.from_bytes(hashlib.sha256(f"follower:{name}".encode()).digest()[:8], "big", signed=True)
 
 
@@ -75,7 +76,7 @@ class Runner:
         self.follower = follower
         self.clock = clock
         self.batch = batch
-        self.lock_key = _lock_key(follower.name)
+        self.lock_key = lock_key(follower.name)
 
     async def ensure_checkpoint(self) -> None:
         async with self.db.transaction() as conn:

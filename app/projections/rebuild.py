@@ -1,0 +1,426 @@
+"""Rebuilding a stream projection from the event log into fresh tables, then swapping them in.
+
+The service keeps answering throughout:
+
+1. **Build** `<table>__rebuild` tables beside the live ones, reading the log stream by stream
+   along its unique index in large batches and writing with COPY (PostgreSQL) or executemany
+   (SQLite). Reads and writes go on against the live tables meanwhile.
+2. **Catch up** the streams that changed while building. A marker taken before each pass says
+   which: on PostgreSQL the snapshot's xmin (every transaction whose events the pass may have
+   missed has a transaction id at or above it: the same property the sequencer relies on); on
+   SQLite the last insertion number. Changed streams are re-derived whole.
+3. **Swap** in one short transaction: stop the writers of the live tables (inline projections:
+   `LOCK TABLE … IN EXCLUSIVE MODE`, which still lets readers in and makes appends wait;
+   followers: their advisory lock, and the checkpoint moves to the head), catch up the last
+   streams, drop the live tables and rename the new ones (and their indexes) into place. On
+   SQLite the indexes are created in that transaction instead (SQLite cannot rename an index).
+
+Readers see the old tables until the swap commits and the new ones after; an append that
+arrived during the swap waits for it and then writes into the new tables (PostgreSQL resolves
+the table name again once it gets its lock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import hashlib
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.core.clock import Clock
+from app.core.db import Database, upsert
+from app.core.errors import AppError, register
+from app.events import EventStore, RecordedEvent
+from app.events.tables import events
+from app.projections.runner import checkpoints, lock_key
+from app.projections.streams import StreamProjection, collect_rows, write_streams
+
+register(
+    "rebuild_running",
+    409,
+    "Rebuild running",
+    "Another process is rebuilding this projection right now.",
+)
+
+SUFFIX = "__rebuild"
+Progress = Callable[[int, int], None]  # (events done, events in total)
+
+
+@dataclass(frozen=True)
+class RebuildReport:
+    name: str
+    events: int
+    rows: int
+    streams: int
+    caught_up: int  # streams re-derived because they changed during the build
+    build_seconds: float
+    swap_seconds: float
+    checkpoint: int | None  # followers: where the follower resumes
+
+    @property
+    def events_per_second(self) -> float:
+        return self.events / self.build_seconds if self.build_seconds > 0 else 0.0
+
+
+def shadow_name(name: str) -> str:
+    return f"{name}{SUFFIX}"
+
+
+def shadow_tables(projection: StreamProjection) -> dict[str, sa.Table]:
+    """Fresh tables shaped like the projection's (same columns, primary key and indexes under
+    suffixed names), on a metadata of their own so that migrations never see them."""
+    md = sa.MetaData()
+    out: dict[str, sa.Table] = {}
+    for table in projection.tables:
+        if table.foreign_keys or any(
+            isinstance(c, sa.UniqueConstraint) for c in table.constraints
+        ):  # pragma: no cover - a projection table of ours has neither
+            raise NotImplementedError(f"{table.name}: rebuild handles primary keys and indexes only")
+        name = shadow_name(table.name)
+        columns = [
+            sa.Column(
+                c.name,
+                c.type,
+                nullable=c.nullable,
+                primary_key=c.primary_key,
+                comment=c.comment,
+                autoincrement=False,
+            )
+            for c in table.columns
+        ]
+        pk = [c.name for c in table.primary_key.columns]
+        shadow = sa.Table(name, md, *columns, sa.PrimaryKeyConstraint(*pk, name=f"pk_{name}"))
+        for index in table.indexes:
+            assert index.name is not None
+            sa.Index(
+                f"{index.name}{SUFFIX}",
+                *[shadow.c[c.name] for c in index.columns],
+                unique=index.unique,
+                **index.dialect_kwargs,
+            )
+        out[table.name] = shadow
+    return out
+
+
+class Rebuilder:
+    def __init__(self, db: Database, store: EventStore, clock: Clock, *, batch: int = 20_000) -> None:
+        self.db = db
+        self.store = store
+        self.clock = clock
+        self.batch = batch
+
+    async def rebuild(self, projection: StreamProjection, progress: Progress | None = None) -> RebuildReport:
+        async with AsyncExitStack() as stack:
+            if self.db.is_postgres:
+                # One rebuild of a projection at a time (a session lock, held on its own connection).
+                guard = await stack.enter_async_context(self.db.autocommit())
+                key = _key(f"rebuild:{projection.name}")
+                if not (await guard.execute(sa.select(sa.func.pg_try_advisory_lock(key)))).scalar():
+                    raise AppError(
+                        "rebuild_running", f"{projection.name} is being rebuilt by another process"
+                    )
+                stack.push_async_callback(guard.execute, sa.select(sa.func.pg_advisory_unlock(key)))
+            shadows = shadow_tables(projection)
+            await self._drop(shadows)
+            try:
+                return await self._rebuild(projection, shadows, progress)
+            finally:
+                await self._drop(shadows)
+
+    async def _rebuild(
+        self, projection: StreamProjection, shadows: Mapping[str, sa.Table], progress: Progress | None
+    ) -> RebuildReport:
+        started = time.perf_counter()
+        async with self.db.transaction() as conn:
+            for shadow in shadows.values():
+                await conn.execute(sa.schema.CreateTable(shadow))
+                if self.db.is_postgres:  # comments are schema too (CREATE TABLE leaves them out)
+                    for column in shadow.columns:
+                        if column.comment:
+                            await conn.execute(sa.schema.SetColumnComment(column))
+        async with self.db.read() as conn:
+            marker = await self._marker(conn)
+            total = (
+                await conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(events)
+                    .where(events.c.stream_id.startswith(projection.prefix, autoescape=True))
+                )
+            ).scalar_one()
+        with _without_gc():
+            done, rows, streams = await self._build(projection, shadows, total, progress)
+        if self.db.is_postgres:  # indexes after the bulk load (faster), before the swap (no lock)
+            async with self.db.autocommit() as conn:
+                for shadow in shadows.values():
+                    for index in shadow.indexes:
+                        await conn.execute(sa.schema.CreateIndex(index))
+                    # VACUUM marks the pages all-visible: index-only scans from the first query.
+                    await conn.exec_driver_sql(f"VACUUM (ANALYZE) {shadow.name}")
+        caught_up = 0
+        for _ in range(3):  # converge while writers keep going, before taking any lock
+            async with self.db.read() as conn:
+                next_marker = await self._marker(conn)
+                changed = await self._changed(conn, projection, marker)
+            marker = next_marker
+            if not changed:
+                break
+            async with self.db.transaction() as conn:
+                await self._refresh(conn, projection, changed, shadows)
+            caught_up += len(changed)
+        build_seconds = time.perf_counter() - started
+        swap_started = time.perf_counter()
+        checkpoint = None
+        async with self.db.transaction() as conn:
+            checkpoint = await self._stop_writers(conn, projection)
+            changed = await self._changed(conn, projection, marker)
+            await self._refresh(conn, projection, changed, shadows)
+            caught_up += len(changed)
+            await self._swap(conn, projection, shadows)
+        return RebuildReport(
+            name=projection.name,
+            events=done,
+            rows=rows,
+            streams=streams,
+            caught_up=caught_up,
+            build_seconds=build_seconds,
+            swap_seconds=time.perf_counter() - swap_started,
+            checkpoint=checkpoint,
+        )
+
+    # -- building ---------------------------------------------------------------------------
+
+    async def _build(
+        self,
+        projection: StreamProjection,
+        shadows: Mapping[str, sa.Table],
+        total: int,
+        progress: Progress | None,
+    ) -> tuple[int, int, int]:
+        done = rows = streams = 0
+        pending: list[RecordedEvent] = []  # the events of a stream cut by the batch boundary
+
+        def scan(after: tuple[str, int] | None) -> asyncio.Task[list[RecordedEvent]]:
+            return asyncio.create_task(
+                self.store.scan_streams(
+                    projection.prefix, after=after, limit=self.batch, metadata=projection.metadata
+                )
+            )
+
+        # The database reads the next batch and writes the previous one while this process folds
+        # the current one.
+        reading = scan(None)
+        writing: asyncio.Task[int] | None = None
+        async with _Writer(self.db, shadows) as writer, _cancelling(lambda: (reading, writing)):
+            while True:
+                batch = await reading
+                full = len(batch) == self.batch
+                if full:
+                    reading = scan((batch[-1].stream_id, batch[-1].stream_version))
+                complete, pending = _split_last(pending + batch) if full else (pending + batch, [])
+                if not complete and not full:
+                    break
+                grouped = _group(complete)
+                out = collect_rows(projection, grouped)
+                if writing is not None:
+                    rows += await writing
+                writing = asyncio.create_task(writer.write(out))
+                streams += len(grouped)
+                done += len(batch)
+                if progress is not None:
+                    progress(done, max(total, done))
+                if not full:
+                    break
+            if writing is not None:
+                rows += await writing
+        return done, rows, streams
+
+    async def _refresh(
+        self,
+        conn: AsyncConnection,
+        projection: StreamProjection,
+        stream_ids: set[str],
+        shadows: Mapping[str, sa.Table],
+    ) -> None:
+        if stream_ids:
+            found = await self.store.read_streams(stream_ids, conn=conn)
+            await write_streams(conn, projection, found, shadows)
+
+    # -- markers ----------------------------------------------------------------------------
+
+    async def _marker(self, conn: AsyncConnection) -> str:
+        if self.db.is_postgres:
+            value = (
+                await conn.exec_driver_sql("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
+            ).scalar_one()
+        else:
+            value = (
+                await conn.execute(sa.select(sa.func.coalesce(sa.func.max(events.c.id), 0)))
+            ).scalar_one()
+        return str(value)
+
+    async def _changed(self, conn: AsyncConnection, projection: StreamProjection, marker: str) -> set[str]:
+        """Streams with events the pass that took `marker` may have missed."""
+        since = (
+            sa.text("events.tx_id >= CAST(:marker AS xid8)").bindparams(marker=marker)
+            if self.db.is_postgres
+            else events.c.id > int(marker)
+        )
+        stmt = (
+            sa.select(events.c.stream_id)
+            .distinct()
+            .where(since, events.c.stream_id.startswith(projection.prefix, autoescape=True))
+        )
+        return set((await conn.execute(stmt)).scalars())
+
+    # -- the swap ---------------------------------------------------------------------------
+
+    async def _stop_writers(self, conn: AsyncConnection, projection: StreamProjection) -> int | None:
+        """Make the live tables' writers wait until the swap commits. Followers: returns the head,
+        where the follower resumes after the swap."""
+        if self.db.is_postgres:
+            if projection.follows:
+                await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(lock_key(projection.name))))
+            else:
+                names = ", ".join(t.name for t in projection.tables)
+                await conn.exec_driver_sql(f"LOCK TABLE {names} IN EXCLUSIVE MODE")
+        if not projection.follows:
+            return None
+        head = await self.store.last_position(conn)
+        await conn.execute(
+            upsert(
+                self.db.backend,
+                checkpoints,
+                {"name": projection.name, "position": head, "updated_at": self.clock.now()},
+                key=["name"],
+            )
+        )
+        return head
+
+    async def _swap(
+        self, conn: AsyncConnection, projection: StreamProjection, shadows: Mapping[str, sa.Table]
+    ) -> None:
+        for table in projection.tables:
+            shadow = shadows[table.name]
+            await conn.exec_driver_sql(f"DROP TABLE {table.name}")
+            await conn.exec_driver_sql(f"ALTER TABLE {shadow.name} RENAME TO {table.name}")
+            if self.db.is_postgres:
+                await conn.exec_driver_sql(
+                    f"ALTER TABLE {table.name} RENAME CONSTRAINT pk_{shadow.name} TO pk_{table.name}"
+                )
+                for index in table.indexes:
+                    await conn.exec_driver_sql(f"ALTER INDEX {index.name}{SUFFIX} RENAME TO {index.name}")
+            else:
+                for index in table.indexes:
+                    await conn.execute(sa.schema.CreateIndex(index))
+
+    async def _drop(self, shadows: Mapping[str, sa.Table]) -> None:
+        async with self.db.transaction() as conn:
+            for shadow in shadows.values():
+                await conn.exec_driver_sql(f"DROP TABLE IF EXISTS {shadow.name}")
+
+
+@contextlib.asynccontextmanager
+async def _cancelling(tasks: Callable[[], Iterable[asyncio.Task[Any] | None]]) -> AsyncIterator[None]:
+    """If the build fails, stop its read and write in flight (and collect their outcome)."""
+    try:
+        yield
+    except BaseException:
+        for task in tasks():
+            if task is not None and not task.done():
+                task.cancel()
+            if task is not None:
+                with contextlib.suppress(BaseException):
+                    await task
+        raise
+
+
+@contextlib.contextmanager
+def _without_gc() -> Iterator[None]:
+    """The bulk build allocates millions of short-lived objects that reference counting frees;
+    the cyclic collector would only scan them over and over (40% of the build's CPU time)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _split_last(batch: list[RecordedEvent]) -> tuple[list[RecordedEvent], list[RecordedEvent]]:
+    """(events of the complete streams, events of the last stream, which may go on)."""
+    last = batch[-1].stream_id
+    cut = len(batch)
+    while cut > 0 and batch[cut - 1].stream_id == last:
+        cut -= 1
+    return batch[:cut], batch[cut:]
+
+
+def _group(batch: Sequence[RecordedEvent]) -> list[tuple[str, list[RecordedEvent]]]:
+    grouped: list[tuple[str, list[RecordedEvent]]] = []
+    for event in batch:
+        if grouped and grouped[-1][0] == event.stream_id:
+            grouped[-1][1].append(event)
+        else:
+            grouped.append((event.stream_id, [event]))
+    return grouped
+
+
+def _key(name: str) -> int:
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+class _Writer:
+    """Bulk writes into the fresh tables: COPY on PostgreSQL (one autocommit connection: a half
+    built table is dropped anyway if the rebuild fails), executemany on SQLite."""
+
+    def __init__(self, db: Database, shadows: Mapping[str, sa.Table]) -> None:
+        self.db = db
+        self.shadows = shadows
+        self._stack = AsyncExitStack()
+        self._raw: Any = None
+        self._columns = {name: [c.name for c in t.columns] for name, t in shadows.items()}
+        # SQLAlchemy stores a JSON column's None as JSON null, not SQL NULL: so does COPY.
+        self._json = {
+            name: [i for i, c in enumerate(t.columns) if isinstance(c.type, sa.JSON)]
+            for name, t in shadows.items()
+        }
+
+    async def __aenter__(self) -> _Writer:
+        if self.db.is_postgres:
+            conn = await self._stack.enter_async_context(self.db.autocommit())
+            self._raw = (await conn.get_raw_connection()).driver_connection
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    async def write(self, batches: Mapping[str, list[dict[str, Any]]]) -> int:
+        written = 0
+        if self._raw is None:
+            async with self.db.transaction() as conn:
+                for name, rows in batches.items():
+                    if rows:
+                        await conn.execute(sa.insert(self.shadows[name]), rows)
+                        written += len(rows)
+            return written
+        for name, rows in batches.items():
+            if not rows:
+                continue
+            columns, json_at = self._columns[name], self._json[name]
+            records = [[row.get(c) for c in columns] for row in rows]
+            for record in records:
+                for i in json_at:
+                    record[i] = orjson.dumps(record[i]).decode()
+            await self._raw.copy_records_to_table(self.shadows[name].name, records=records, columns=columns)
+            written += len(rows)
+        return written

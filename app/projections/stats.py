@@ -1,0 +1,484 @@
+"""Statistics of the command room: solve rates and aging, for now or as of any past instant.
+
+Every figure is one set-based query over the temporal model (`problem_history`): the intervals in
+force at the instant asked about (`valid_from <= T < valid_to`; without `as_of`, the intervals
+still going on), restricted to the caller's scope, grouped in SQL. Whatever depends on the work
+calendar is turned into instants first (the aging buckets' edges, the response window's cut-off),
+so the database only compares timestamps. `docs/statistics.md` defines every figure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+
+from app.core.clock import Clock
+from app.core.db import Database
+from app.core.errors import AppError, register
+from app.core.security import Caller, Role
+from app.directory.rules import RulesRepository
+from app.directory.service import Directory
+from app.directory.tables import categories, units
+from app.projections import params  # noqa: F401  (registers as_of_in_future)
+from app.projections.history import history_scope, problem_history, valid_at
+from app.projections.periods import start_of_day
+from app.projections.problem_view import ACTIVE_STATUSES, SOLVED_STATUSES, problem_view, scope_filter
+from app.routing.calendar import WorkCalendar
+from app.routing.tree import TIER_ORDER
+
+register("invalid_range", 422, "Invalid range", "`from` must lie before `to`.")
+
+TIER_NAMES = {"local": "基层服务队（组）", "district": "区级", "city": "市级"}
+BUCKETS = ("0-3", "4-7", "8-15", "16-30", "31+")
+_BUCKET_EDGES = (4, 8, 16, 31)  # an age of at least k days leaves the bucket below k
+
+
+class GroupBy(StrEnum):
+    tier = "tier"
+    unit = "unit"
+    district = "district"
+    category = "category"
+
+
+class Basis(StrEnum):
+    calendar = "calendar"
+    working = "working"
+
+
+def rate(numerator: int, denominator: int) -> float | None:
+    """numerator ÷ denominator as a fraction rounded half-up to 3 decimals (45/87 → 0.517); None
+    when there is nothing to divide by."""
+    if denominator == 0:
+        return None
+    exact = Decimal(numerator) / Decimal(denominator)
+    return float(exact.quantize(Decimal("0.001"), rounding=ROUND_HALF_UP))
+
+
+@dataclass
+class Figures:
+    """The counts of one group; rates derive from them (`as_dict`)."""
+
+    received: int = 0
+    solved: int = 0
+    solved_on_the_spot: int = 0
+    on_time: int = 0
+    feedback_count: int = 0
+    satisfied: int = 0
+    response_due: int = 0
+    responded: int = 0
+    open: int = 0
+    overdue: int = 0
+    returned: int = 0
+    joint: int = 0
+
+    def add(self, other: Figures) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    @property
+    def solve_rate(self) -> float | None:
+        return rate(self.solved, self.received)
+
+    @property
+    def on_time_rate(self) -> float | None:
+        return rate(self.on_time, self.solved)
+
+    @property
+    def satisfaction_rate(self) -> float | None:
+        return rate(self.satisfied, self.feedback_count)
+
+    @property
+    def response_rate(self) -> float | None:
+        return rate(self.responded, self.response_due)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "received": self.received,
+            "solved": self.solved,
+            "solve_rate": self.solve_rate,
+            "solved_on_the_spot": self.solved_on_the_spot,
+            "on_time": self.on_time,
+            "on_time_rate": self.on_time_rate,
+            "feedback_count": self.feedback_count,
+            "satisfied": self.satisfied,
+            "satisfaction_rate": self.satisfaction_rate,
+            "response_due": self.response_due,
+            "responded": self.responded,
+            "response_rate": self.response_rate,
+            "open": self.open,
+            "overdue": self.overdue,
+            "returned": self.returned,
+            "joint": self.joint,
+        }
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """Which problems count: received (submitted) in [start, end), optionally of one district or
+    category, or only the jointly handled ones (with cooperating units)."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+    district_id: str | None = None
+    category: str | None = None
+    joint: bool | None = None
+
+    def conditions(self) -> list[sa.ColumnElement[bool]]:
+        h = problem_history.c
+        out: list[sa.ColumnElement[bool]] = []
+        if self.start is not None:
+            out.append(h.submitted_at >= self.start)
+        if self.end is not None:
+            out.append(h.submitted_at < self.end)
+        if self.district_id:
+            out.append(h.district_id == self.district_id)
+        if self.category:
+            out.append(h.category == self.category)
+        if self.joint is not None:
+            out.append(h.cooperators > 0 if self.joint else h.cooperators == 0)
+        return out
+
+
+def group_key(group_by: GroupBy) -> sa.ColumnElement[Any]:
+    """The group a problem falls in: for tier and unit, where it is now, or for solved problems
+    the tier and unit that solved it (SPEC §8)."""
+    h = problem_history.c
+    solved = h.status.in_(SOLVED_STATUSES)
+    match group_by:
+        case GroupBy.tier:
+            return sa.case((solved, h.solved_tier), else_=h.tier)
+        case GroupBy.unit:
+            return sa.case((solved, h.solved_by_unit_id), else_=h.holder_unit_id)
+        case GroupBy.district:
+            return h.district_id
+        case GroupBy.category:
+            return h.category
+
+
+def _count(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:
+    return sa.func.coalesce(sa.func.sum(sa.case((condition, 1), else_=0)), 0)
+
+
+def figures_columns(at: datetime, window: int, cutoff: datetime) -> list[sa.ColumnElement[Any]]:
+    """The counts of `Figures` as SQL aggregates over intervals in force at `at`."""
+    h = problem_history.c
+    solved = h.status.in_(SOLVED_STATUSES)
+    active = h.status.in_(ACTIVE_STATUSES)
+    return [
+        sa.func.count().label("received"),
+        _count(solved).label("solved"),
+        _count(solved & (h.solved_tier == "local") & (h.escalations == 0)).label("solved_on_the_spot"),
+        _count(solved & (h.deadline.is_(None) | (h.resolved_at <= h.deadline))).label("on_time"),
+        _count(h.feedback_score.is_not(None)).label("feedback_count"),
+        _count(h.satisfied.is_(True)).label("satisfied"),
+        _count(h.assigned_at.is_not(None) & (h.responded_at.is_not(None) | (h.assigned_at < cutoff))).label(
+            "response_due"
+        ),
+        _count(h.responded_at.is_not(None) & (h.response_days <= window)).label("responded"),
+        _count(active).label("open"),
+        _count(active & (h.deadline < at)).label("overdue"),
+        _count(h.returns > 0).label("returned"),
+        _count(h.cooperators > 0).label("joint"),
+    ]
+
+
+@dataclass(frozen=True)
+class Group:
+    key: str | None
+    name: str | None
+    figures: Figures
+    district_id: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"key": self.key, "name": self.name}
+        if self.district_id is not None:
+            out["district_id"] = self.district_id
+        return {**out, **self.figures.as_dict()}
+
+
+class Statistics:
+    """The queries behind `/v1/stats/*` and `/v1/reports/*`."""
+
+    def __init__(
+        self,
+        db: Database,
+        calendar: WorkCalendar,
+        rules: RulesRepository,
+        directory: Directory,
+        clock: Clock,
+    ) -> None:
+        self.db = db
+        self.calendar = calendar
+        self.rules = rules
+        self.directory = directory
+        self.clock = clock
+
+    @property
+    def tz(self) -> Any:
+        return self.calendar.tz
+
+    # -- building blocks -------------------------------------------------------------------
+
+    async def scope(self, caller: Caller) -> sa.ColumnElement[bool] | None:
+        """The caller's scope on `problem_history` (the problem view's `scope_filter`, restated)."""
+        subtree: frozenset[str] = frozenset()
+        if caller.role is Role.handler and caller.unit_id:
+            subtree = await self.directory.subtree(caller.unit_id)
+        return history_scope(scope_filter(caller, subtree))
+
+    def instant(self, as_of: datetime | None) -> datetime:
+        """The instant figures describe: `as_of`, or now."""
+        now = self.clock.now()
+        if as_of is None:
+            return now
+        if as_of > now:
+            raise AppError("as_of_in_future", "as_of lies in the future", as_of=as_of.isoformat())
+        return as_of.astimezone(UTC)
+
+    def response_cutoff(self, at: datetime, window: int) -> datetime:
+        """Assignments that started before this instant had their response window (the end of
+        the `window`-th working day after the day of assignment) end before `at`."""
+        day = self.calendar.business_date(at)
+        while self.calendar.end_of_day(self.calendar.add_working_days(day - timedelta(days=1), window)) >= at:
+            day -= timedelta(days=1)
+        return start_of_day(day, self.tz)
+
+    def age_edges(self, at: datetime, basis: Basis) -> list[datetime]:
+        """For each bucket edge k (4, 8, 16, 31 days): an open problem is at least k days old at
+        `at` exactly when it was submitted before the instant returned for k."""
+        today = self.calendar.business_date(at)
+        edges: list[datetime] = []
+        for k in _BUCKET_EDGES:
+            if basis is Basis.calendar:
+                last = today - timedelta(days=k)
+            else:
+                last, counted = today, 0
+                while counted < k:
+                    counted += self.calendar.is_workday(last)
+                    last -= timedelta(days=1)
+            edges.append(start_of_day(last + timedelta(days=1), self.tz))
+        return edges
+
+    async def figures(
+        self,
+        scope: sa.ColumnElement[bool] | None,
+        group_by: GroupBy,
+        cohort: Cohort,
+        as_of: datetime | None,
+        *,
+        at: datetime | None = None,
+    ) -> dict[str | None, Figures]:
+        """Figures per group of the problems in `cohort` and scope, as of `as_of` (None: their
+        current intervals, judged at `at`, default now)."""
+        at = at or as_of or self.clock.now()
+        rules = await self.rules.current()
+        window = rules.response_window_days
+        key = group_key(group_by).label("key")
+        stmt = (
+            sa.select(key, *figures_columns(at, window, self.response_cutoff(at, window)))
+            .where(valid_at(as_of), problem_history.c.status != "withdrawn", *cohort.conditions())
+            .group_by(key)
+        )
+        if scope is not None:
+            stmt = stmt.where(scope)
+        async with self.db.read() as conn:
+            rows = (await conn.execute(stmt)).all()
+        names = {f.name for f in fields(Figures)}
+        return {r.key: Figures(**{n: int(getattr(r, n)) for n in names}) for r in rows}
+
+    async def names(self, group_by: GroupBy, keys: Sequence[str | None]) -> dict[str, tuple[str, str | None]]:
+        """Display names of group keys (and a unit's district)."""
+        wanted = sorted(k for k in keys if k is not None)
+        if group_by is GroupBy.tier:
+            return {k: (TIER_NAMES.get(k, k), None) for k in wanted}
+        if not wanted:
+            return {}
+        async with self.db.read() as conn:
+            if group_by is GroupBy.unit:
+                rows = await conn.execute(
+                    sa.select(units.c.id, units.c.name, units.c.district_id).where(units.c.id.in_(wanted))
+                )
+                return {r.id: (r.name, r.district_id) for r in rows}
+            if group_by is GroupBy.district:
+                rows = await conn.execute(
+                    sa.select(units.c.district_id, units.c.name).where(
+                        units.c.kind == "district_dispatch_room", units.c.district_id.in_(wanted)
+                    )
+                )
+                return {r.district_id: (r.name, r.district_id) for r in rows}
+            rows = await conn.execute(
+                sa.select(categories.c.code, categories.c.name).where(categories.c.code.in_(wanted))
+            )
+            return {r.code: (r.name, None) for r in rows}
+
+    async def groups(
+        self, group_by: GroupBy, by_key: Mapping[str | None, Figures]
+    ) -> tuple[list[Group], Figures]:
+        names = await self.names(group_by, list(by_key))
+        total = Figures()
+        out: list[Group] = []
+        for key, figures in by_key.items():
+            total.add(figures)
+            name, district = names.get(key, (None, None)) if key is not None else (None, None)
+            out.append(Group(key, name, figures, district if group_by is GroupBy.unit else None))
+        order = {t.value: i for i, t in enumerate(TIER_ORDER)}
+        out.sort(
+            key=lambda g: (
+                (order.get(g.key or "", 99), g.key or "") if group_by is GroupBy.tier else (g.key or "",)
+            )
+        )
+        return out, total
+
+    # -- the endpoints ---------------------------------------------------------------------
+
+    async def solve_rates(
+        self, caller: Caller, group_by: GroupBy, cohort: Cohort, as_of: datetime | None
+    ) -> dict[str, Any]:
+        if cohort.start and cohort.end and cohort.start >= cohort.end:
+            raise AppError("invalid_range", "from must lie before to")
+        at = self.instant(as_of)
+        rules = await self.rules.current()
+        by_key = await self.figures(await self.scope(caller), group_by, cohort, as_of and at, at=at)
+        groups, total = await self.groups(group_by, by_key)
+        return {
+            "group_by": group_by.value,
+            "from": self.local(cohort.start),
+            "to": self.local(cohort.end),
+            "as_of": self.local(at),
+            "response_window_days": rules.response_window_days,
+            "groups": [g.as_dict() for g in groups],
+            "total": {"key": None, "name": "合计", **total.as_dict()},
+        }
+
+    async def aging(
+        self,
+        caller: Caller,
+        basis: Basis,
+        group_by: GroupBy | None,
+        cohort: Cohort,
+        as_of: datetime | None,
+        limit: int,
+    ) -> dict[str, Any]:
+        at = self.instant(as_of)
+        h = problem_history.c
+        e4, e8, e16, e31 = self.age_edges(at, basis)
+        bucket = sa.case(
+            (h.submitted_at < e31, "31+"),
+            (h.submitted_at < e16, "16-30"),
+            (h.submitted_at < e8, "8-15"),
+            (h.submitted_at < e4, "4-7"),
+            else_="0-3",
+        ).label("bucket")
+        key = (group_key(group_by) if group_by else sa.literal(None, sa.String)).label("key")
+        active = h.status.in_(ACTIVE_STATUSES)
+        conditions = [valid_at(as_of and at), active, *cohort.conditions()]
+        scope = await self.scope(caller)
+        if scope is not None:
+            conditions.append(scope)
+        counts = (
+            sa.select(key, bucket, sa.func.count().label("n"), _count(h.deadline < at).label("overdue"))
+            .where(*conditions)
+            .group_by(key, bucket)
+        )
+        async with self.db.read() as conn:
+            rows = (await conn.execute(counts)).all()
+        oldest = await self.items(conditions, (h.submitted_at, h.problem_id), limit, at)
+        by_key: dict[str | None, dict[str, Any]] = {}
+        for r in rows:
+            entry = by_key.setdefault(r.key, {"open": 0, "overdue": 0, "buckets": dict.fromkeys(BUCKETS, 0)})
+            entry["open"] += r.n
+            entry["overdue"] += r.overdue
+            entry["buckets"][r.bucket] += r.n
+        names = await self.names(group_by, list(by_key)) if group_by else {}
+        total: dict[str, Any] = {"open": 0, "overdue": 0, "buckets": dict.fromkeys(BUCKETS, 0)}
+        groups = []
+        for k in sorted(by_key, key=lambda x: x or ""):
+            entry = by_key[k]
+            total["open"] += entry["open"]
+            total["overdue"] += entry["overdue"]
+            for b in BUCKETS:
+                total["buckets"][b] += entry["buckets"][b]
+            if group_by is not None:
+                groups.append({"key": k, "name": names.get(k, (None, None))[0] if k else None, **entry})
+        if group_by is GroupBy.tier:
+            order = {t.value: i for i, t in enumerate(TIER_ORDER)}
+            groups.sort(key=lambda g: order.get(g["key"] or "", 99))
+        return {
+            "basis": basis.value,
+            "group_by": group_by.value if group_by else None,
+            "as_of": self.local(at),
+            "buckets": list(BUCKETS),
+            "groups": groups,
+            "total": {"key": None, "name": "合计", **total},
+            "oldest": oldest,
+        }
+
+    async def items(
+        self,
+        conditions: list[sa.ColumnElement[bool]],
+        order: tuple[sa.ColumnElement[Any], ...],
+        limit: int,
+        at: datetime,
+    ) -> list[dict[str, Any]]:
+        """Problems matching `conditions` on the temporal model, with what a list of them shows
+        (the aging's oldest, the report's overdue list), judged at `at`."""
+        if not limit:
+            return []
+        h = problem_history.c
+        stmt = (
+            sa.select(
+                h.problem_id,
+                h.tier,
+                h.status,
+                h.holder_unit_id,
+                h.deadline,
+                h.submitted_at,
+                h.district_id,
+                h.category,
+                problem_view.c.title,
+                problem_view.c.enterprise_name,
+            )
+            .join(problem_view, problem_view.c.id == h.problem_id)
+            .where(*conditions)
+            .order_by(*order)
+            .limit(limit)
+        )
+        async with self.db.read() as conn:
+            rows = (await conn.execute(stmt)).all()
+        holders = await self.names(GroupBy.unit, [r.holder_unit_id for r in rows])
+        calendar = self.calendar
+        out = []
+        for r in rows:
+            overdue = r.status in ACTIVE_STATUSES and r.deadline is not None and r.deadline < at
+            out.append(
+                {
+                    "id": r.problem_id,
+                    "title": r.title,
+                    "enterprise_name": r.enterprise_name,
+                    "district_id": r.district_id,
+                    "category": r.category,
+                    "tier": r.tier,
+                    "status": r.status,
+                    "holder_unit_id": r.holder_unit_id,
+                    "holder_name": holders.get(r.holder_unit_id, (None, None))[0]
+                    if r.holder_unit_id
+                    else None,
+                    "submitted_at": self.local(r.submitted_at),
+                    "age_days": calendar.calendar_days_elapsed(r.submitted_at, at),
+                    "age_working_days": calendar.working_days_elapsed(r.submitted_at, at),
+                    "deadline": self.local(r.deadline),
+                    "overdue": overdue,
+                    "overdue_days": calendar.calendar_days_elapsed(r.deadline, at) if overdue else 0,
+                    "overdue_working_days": calendar.working_days_elapsed(r.deadline, at) if overdue else 0,
+                }
+            )
+        return out
+
+    def local(self, value: datetime | None) -> datetime | None:
+        return value.astimezone(self.tz) if value is not None else None
