@@ -236,8 +236,12 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             for task in tasks:
                 task.cancel()
             for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
+                try:
                     await task
+                except asyncio.CancelledError:
+                    pass
+                except Exception:  # a worker's last error must not hide the shutdown
+                    log.exception("background task %s failed while stopping", task.get_name())
             await services.db.dispose()
 
     app = FastAPI(

@@ -130,10 +130,13 @@ class Runner:
         return int(new_position - position)
 
     async def run(self, stop: asyncio.Event, poll_seconds: float = 0.2) -> None:
-        await self.ensure_checkpoint()
         last_status = 0.0
+        ready = False
         while not stop.is_set():
             try:
+                if not ready:  # inside the loop: a database that is down at start-up is waited for
+                    await self.ensure_checkpoint()
+                    ready = True
                 moved = await self.step()
                 if time.monotonic() - last_status > 5:
                     await self.status()  # refreshes the lag metrics

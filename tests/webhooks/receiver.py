@@ -160,6 +160,8 @@ class Receiver:
         done, _ = await asyncio.wait({eof}, timeout=seconds)
         if not done:
             eof.cancel()
+            # Let the cancelled read finish before the next request is read from this reader.
+            await asyncio.gather(eof, return_exceptions=True)
             return False
         return eof.result() == b""
 
