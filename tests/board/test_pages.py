@@ -11,7 +11,6 @@ import httpx
 
 from tests.board.conftest import History, figures, number
 from tests.factories import D1, D2, auth, make_key
-from tests.projections.helpers import get
 
 NOVEMBER = {"from": "2026-11-01", "to": "2026-11-30"}
 HEADLINE = (
