@@ -8,7 +8,6 @@ from typing import Any
 import httpx
 
 from app.main import Services
-
 from tests.board.conftest import History, figures
 from tests.conftest import ADMIN_KEY
 from tests.factories import D1, D2, auth, make_key
