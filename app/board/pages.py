@@ -150,7 +150,15 @@ async def view_of(request: Request, board: Board, given: Params, caller: Caller 
         raise AppError("not_found", f"no district {given.district}")
     period = parse_period(given.period) if given.period else current_period(board.now(), board.tz)
     narrowed = scoped(caller, given.district)
-    return View(narrowed, period, given.tier, given.basis, given.lang, narrowed.district_id)
+    return View(
+        narrowed,
+        period,
+        given.tier,
+        given.basis,
+        given.lang,
+        narrowed.district_id,
+        can_switch=caller.district_id is None,
+    )
 
 
 def _render(template: str, **context: Any) -> str:
@@ -167,7 +175,7 @@ async def _context(request: Request, board: Board, view: View, given: Params) ->
         "view": view,
         "query": given.query(),
         "link": lambda **changes: "/board" + given.query(**changes),
-        "districts": districts if view.caller.district_id is None or given.district else [],
+        "districts": districts if view.can_switch else [],
         "scope_name": names.get(view.district or "", words.city) if view.district else words.city,
         "period_name": period_label(view.period, view.lang),
         "now": board.now().astimezone(board.tz),

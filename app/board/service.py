@@ -59,6 +59,7 @@ class View:
     basis: Basis
     lang: Lang
     district: str | None
+    can_switch: bool = False  # the key sees the whole city, so the board offers every district
 
     @property
     def words(self) -> Words:
@@ -271,7 +272,7 @@ class Panels:
 
     async def panel_aging(self) -> dict[str, Any]:
         view = self.view
-        aging = await self.board.stats.aging(view.caller, view.basis, GroupBy.tier, Cohort(), None, 0)
+        aging = await self.board.stats.aging(view.caller, view.basis, None, Cohort(), None, 0)
         by_bucket_overdue = await self.overdue_by_bucket(aging)
         buckets = [(b, aging["total"]["buckets"][b], by_bucket_overdue.get(b, 0)) for b in BUCKETS]
         chart: Histogram = histogram(buckets)

@@ -36,19 +36,34 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-@pytest.fixture
-def chromium() -> Path:
+def require_chromium(path: Path) -> Path:
+    """The browser, or a skip with the reason; with CI=true a failure instead."""
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError as exc:  # pragma: no cover - the dev dependencies include it
         reason = f"Playwright is not installed ({exc})"
     else:
-        if CHROMIUM.exists():
-            return CHROMIUM
-        reason = f"no Chromium at {CHROMIUM} (apt-get install chromium, or set CHROMIUM)"
+        if path.exists():
+            return path
+        reason = f"no Chromium at {path} (apt-get install chromium, or set CHROMIUM)"
     if in_ci():
         pytest.fail(f"CI=true but the browser tests cannot run: {reason}")
     pytest.skip(reason)
+
+
+@pytest.fixture
+def chromium() -> Path:
+    return require_chromium(CHROMIUM)
+
+
+def test_without_chromium_the_browser_test_skips_except_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    missing = Path("/nonexistent/chromium")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true"):
+        require_chromium(missing)
+    monkeypatch.setenv("CI", "")
+    with pytest.raises(pytest.skip.Exception, match="no Chromium at /nonexistent/chromium"):
+        require_chromium(missing)
 
 
 def screenshots(tmp_path: Path) -> Path:

@@ -101,6 +101,8 @@ async def test_a_district_key_sees_its_district_only(client: httpx.AsyncClient, 
 
     page = await board(client, key=dispatcher, period="2026-11")
     assert history.ids["overdue_d1"] in page and history.ids["overdue_d2"] not in page
+    assert '<ul class="districts">' not in page  # no switch to other districts
+    assert f'href="/board?period=2026-11&amp;district={D2}"' in await board(client, period="2026-11")
     assert history.ids["october_d2"] not in page
 
     other = await client.get("/board", params={"district": D2}, headers=auth(dispatcher))
