@@ -46,10 +46,11 @@ def bar_chart(
     label_width: float = 230,
     value_width: float = 130,
     row_height: float = 34,
+    fill_height: float = 300,
 ) -> BarChart:
     """Horizontal bars of rates (0–1) in the order given (the caller sorts). With more than
     `keep` bars the chart shows the first and the last ones (the leaders and the laggards, 红黑榜)
-    and says how many it left out."""
+    and says how many it left out. Few bars get thicker rows, so that the chart fills its panel."""
     shown = list(bars)
     hidden = 0
     gap_at: int | None = None
@@ -63,6 +64,8 @@ def bar_chart(
     bar_width = width - label_width - value_width
     top = 30.0  # room for the target's label and the ticks
     rows = len(shown) + (1 if gap_at is not None else 0)
+    # Few bars: thicker rows (up to 60) so that the chart fills its panel.
+    row_height = max(row_height, min(60.0, (fill_height - top - 6) / max(rows, 1)))
     laid: list[Bar] = []
     gap_y = None
     y = top

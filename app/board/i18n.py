@@ -16,7 +16,7 @@ class Lang(StrEnum):
 LABELS: dict[str, dict[str, str]] = {
     "title": {"zh": "助企问题调度 · 挂图作战", "en": "Enterprise problems · wall board"},
     "city": {"zh": "全市", "en": "Whole city"},
-    "period": {"zh": "统计期", "en": "Period"},
+    "period": {"zh": "统计期：", "en": "Period: "},
     "as_of": {"zh": "截至", "en": "As of"},
     "live": {"zh": "实时", "en": "Live"},
     "offline": {"zh": "连接中断，重连中", "en": "Reconnecting"},
@@ -91,7 +91,7 @@ LABELS: dict[str, dict[str, str]] = {
         "{received} received, {solved} solved",
     },
     "no_units": {"zh": "本期暂无可排名单位", "en": "No units to rank in this period"},
-    "data_table": {"zh": "数据表", "en": "Data table"},
+    "data_table": {"zh": "数据表：", "en": "Data table: "},
     "chart": {"zh": "图", "en": "Chart"},
     "nothing": {"zh": "暂无数据", "en": "No data"},
     "problem": {"zh": "问题详情", "en": "Problem"},
