@@ -246,8 +246,14 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             for task in tasks:
                 task.cancel()
             for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
+                try:
                     await task
+                except asyncio.CancelledError:
+                    pass
+                except Exception:
+                    # Cancelled while connecting, the driver reports a TimeoutError rather than
+                    # the cancellation: shutting down goes on regardless.
+                    log.warning("a background task ended with an error at shutdown", exc_info=True)
             await services.db.dispose()
 
     app = FastAPI(
