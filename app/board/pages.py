@@ -52,12 +52,13 @@ def _when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M") if value else ""
 
 
-def _evidence_text(evidence: list[dict[str, Any]], w: Words) -> str:
-    return "\n".join(
+def _evidence_lines(evidence: list[dict[str, Any]], w: Words) -> list[str]:
+    """A warning's evidence, a line per period (the hover title and the click box)."""
+    return [
         w("evidence_line", label=e["label"], rank=e["rank"], ranked=e["ranked"], score=percent(e["score"]),
           target=percent(e["target"], 0), received=e["received"], solved=e["solved"])
         for e in evidence
-    )  # fmt: skip
+    ]  # fmt: skip
 
 
 def _environment() -> Environment:
@@ -71,7 +72,7 @@ def _environment() -> Environment:
         percent=percent,
         truncate_label=_truncate,
         when=_when,
-        evidence_text=_evidence_text,
+        evidence_lines=_evidence_lines,
         figure_rows=lambda groups: [
             [g["name"] or g["key"], g["received"], g["solved"], percent(g["solve_rate"])] for g in groups
         ],
@@ -87,7 +88,7 @@ def _environment() -> Environment:
             ]
             for g in groups
         ],
-        map_rows=lambda edges, w, _kind: [
+        edge_rows=lambda edges, w: [
             [w.tier(e["from_tier"]), w.tier(e["to_tier"]), e["count"]] for e in edges
         ],
         solved_rows=lambda solved, w: [[w.flow_solved, w.tier(t), n] for t, n in solved.items()],

@@ -50,9 +50,15 @@ async def history(client: httpx.AsyncClient, services: Services) -> History:
     await at(client, ids["assigned_d2"], day(11, 9, 3), "assign", {"lead_unit_id": fg_a2})
     ids["overdue_d2"] = await submit_at(client, city.enterprise(D2, 1), day(11, 3))
 
+    # October: the same two function groups, one solving, one not (last and below the target
+    # in two months running: a yellow warning in November).
     ids["october_d1"] = await submit_at(client, city.enterprise(D1, 3), day(10, 12))
-    await at(client, ids["october_d1"], day(10, 13), "resolve", {"resolution": "现场解决"})
+    await at(client, ids["october_d1"], day(10, 12, 2), "escalate", {"reason": "需区级协调"})
+    await at(client, ids["october_d1"], day(10, 12, 3), "assign", {"lead_unit_id": fg_a1})
+    await at(client, ids["october_d1"], day(10, 13), "resolve", {"resolution": "协调办结"})
     ids["october_d2"] = await submit_at(client, city.enterprise(D2, 2), day(10, 20))
+    await at(client, ids["october_d2"], day(10, 20, 2), "escalate", {"reason": "需区级协调"})
+    await at(client, ids["october_d2"], day(10, 20, 3), "assign", {"lead_unit_id": fg_a2})
     await caught_up(services)
     return History(city, ids)
 

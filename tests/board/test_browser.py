@@ -163,6 +163,14 @@ def in_browser(browser: Any, base: str, api: httpx.Client, link: dict[str, Any],
     assert page.locator("h1").count() == 1 and page.locator("section.panel h2").count() == 7
     page.screenshot(path=str(out / "board.png"))
 
+    # A warning's evidence opens on click (and closes again: an open box holds its panel still).
+    badge = page.locator("#panel-rankings details.evidence summary")
+    if badge.count():
+        badge.first.click()
+        expect(page.locator("#panel-rankings .evidence-box").first).to_be_visible()
+        page.screenshot(path=str(out / "board-evidence.png"))
+        badge.first.click()
+
     # Live: a new problem shows within seconds, on the same page (no reload).
     page.evaluate("window.boardTestMarker = 'same page'")
     before = int(shown["received"] or 0)

@@ -75,6 +75,14 @@ async def test_the_figures_shown_are_the_apis(client: httpx.AsyncClient, history
         count = sum(1 for g in rankings["groups"] if g["progress"] == progress)
         assert number(shown[f"class-{progress}"]) == count
     assert [g["progress"] for g in rankings["groups"]] == ["ahead", "no_progress"]
+    # Bijie's warning with its evidence, period by period, on hover (title) and click (details).
+    [warning] = rankings["warnings"]
+    assert warning["level"] == "yellow" and len(warning["evidence"]) == 2
+    panel = page.split('id="panel-rankings"')[1].split("</section>")[0]
+    assert panel.count('<details class="evidence"><summary class="badge yellow"') == 1
+    box = panel.split('class="evidence-box"')[1]
+    assert box.count("<li>") == 2 and "2026年11月：第 2/2 名，0.0%（目标 80%）" in box
+    assert "2026年10月：第 2/2 名" in box
 
     # A panel fetched alone (what the page's script does) shows the same.
     fragment = await board(client, "/board/panels/headline", period="2026-11")
