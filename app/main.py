@@ -18,6 +18,10 @@ import app as app_package
 from app.access.api import router as keys_router
 from app.access.service import Keys
 from app.apidoc import fill_examples
+from app.board.headers import BoardHeaders
+from app.board.pages import router as board_router
+from app.board.service import Board
+from app.board.tokens import router as board_tokens_router
 from app.core.clock import Clock, OffsetClock, SystemClock
 from app.core.db import Database
 from app.core.errors import CATALOGUE, PROBLEM_JSON, AppError, ErrorCode, ProblemDetail
@@ -118,6 +122,11 @@ TAGS = [
         "description": "Solve rates, aging, unit rankings with warnings, dispatch reports; now or as of "
         "any past instant, scoped by the caller's role.",
     },
+    {
+        "name": "board",
+        "description": "The wall board (`/board`, HTML for the rooms' screens): read-only board "
+        "links for wall screens, scoped to a district or the whole city, revocable.",
+    },
     {"name": "operations", "description": "Health, readiness and the error catalogue."},
     {
         "name": "open311",
@@ -164,6 +173,7 @@ class Services:
         self.stats = Statistics(self.db, self.calendar, self.rules, self.directory, clock)
         self.rankings = Rankings(self.stats)
         self.reports = DispatchReports(self.stats, self.rankings)
+        self.board = Board(self.stats, self.rankings, self.reports, settings)
         self.scheduler = Scheduler(
             self.db,
             self.problems,
@@ -240,8 +250,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
                     await task
                 except asyncio.CancelledError:
                     pass
-                except Exception:  # a worker's last error must not hide the shutdown
-                    log.exception("background task %s failed while stopping", task.get_name())
+                except Exception:
+                    # Cancelled while connecting, the driver reports a TimeoutError rather than
+                    # the cancellation: shutting down goes on regardless.
+                    log.warning("a background task ended with an error at shutdown", exc_info=True)
             await services.db.dispose()
 
     app = FastAPI(
@@ -268,6 +280,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(open311_router)
     app.include_router(feed_router)
     app.include_router(webhooks_router)
+    app.include_router(board_tokens_router)
+    app.include_router(board_router)
+    app.add_middleware(BoardHeaders)
     document_webhooks(app)
     _operations(app)
     return app

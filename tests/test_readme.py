@@ -57,3 +57,6 @@ def test_the_walkthrough_works(db_url: str, tmp_path: Path) -> None:
     assert '["2027-01-01",false,"override"]' in out
     assert "助企问题调度通报" in out and '"solve_rate":' in out
     assert '{"status":"resolved","satisfied":null}' in out
+    # the wall board: a board link opens the board, not the API
+    assert "/board/open#token=…" in out and 'id="kpi-received" value="' in out
+    assert "API with a board token: 401" in out

@@ -159,10 +159,14 @@ class Keys:
         *,
         key: str | None = None,
         bootstrap: bool = False,
+        permissions: frozenset[str] = frozenset(),
+        id_prefix: str = "key_",
     ) -> tuple[Any, str]:
+        """`permissions` adds permissions the request body cannot ask for (a wall-board token's
+        `board`); `id_prefix` makes such keys recognisable in listings."""
         unit_id, district_id, source = await self._scope(body)
         key = key or generate_key()
-        key_id = "key_" + secrets.token_hex(8)
+        key_id = id_prefix + secrets.token_hex(8)
         if bootstrap:
             key_id = "admin_" + hashlib.sha256(key.encode()).hexdigest()[:12]
         if body.role is Role.portal and source is None:
@@ -175,7 +179,7 @@ class Keys:
             "unit_id": unit_id,
             "district_id": district_id,
             "source": source,
-            "permissions": sorted(set(body.permissions)),
+            "permissions": sorted(set(body.permissions) | permissions),
             "key_hash": hash_key(key),
             "key_hint": key_hint(key),
             "created_at": now,

@@ -32,6 +32,7 @@ class Role(StrEnum):
 
 class Permission(StrEnum):
     import_ = "import"  # may give `occurred_at` (load historical ledgers)
+    board = "board"  # a wall-board token: opens `/board` only, never the API (`app.board`)
 
 
 api_keys = sa.Table(
@@ -92,8 +93,9 @@ def key_hint(key: str) -> str:
     return key[:7] + "…" if len(key) > 10 else "…"
 
 
-async def authenticate(conn: AsyncConnection, presented: str) -> Caller | None:
-    """The caller a presented key belongs to, or None (unknown or revoked)."""
+async def authenticate(conn: AsyncConnection, presented: str, *, board: bool = False) -> Caller | None:
+    """The caller a presented key belongs to, or None (unknown or revoked). A wall-board token
+    (permission `board`) is a caller only where `board` is asked for: the board's pages."""
     digest = hash_key(presented)
     row = (
         await conn.execute(
@@ -101,6 +103,8 @@ async def authenticate(conn: AsyncConnection, presented: str) -> Caller | None:
         )
     ).first()
     if row is None or not hmac.compare_digest(row.key_hash, digest):
+        return None
+    if Permission.board.value in (row.permissions or ()) and not board:
         return None
     return Caller(
         key_id=row.id,

@@ -89,7 +89,7 @@ def _message(event: FeedEvent) -> bytes:
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (event.position, event.type.encode(), data)
 
 
-async def _wait(request: Request, stopping: asyncio.Event, seconds: float) -> None:
+async def wait_for_feed(request: Request, stopping: asyncio.Event, seconds: float) -> None:
     """Until new positions appear in this process, the server stops, or `seconds` pass."""
     store = request.app.state.store
     waiters = [
@@ -182,7 +182,7 @@ async def stream_events(
                 yield b": heartbeat\n\n"
                 last_sent = time.monotonic()
                 idle = 0.0
-            await _wait(request, stopping, min(POLL_SECONDS, heartbeat - idle))
+            await wait_for_feed(request, stopping, min(POLL_SECONDS, heartbeat - idle))
         yield b": server stopping\n\n"
 
     return StreamingResponse(
