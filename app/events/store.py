@@ -142,6 +142,16 @@ ORDER BY stream_id, stream_version
 LIMIT $5
 """
 
+# The oldest transaction that may still write events here (an `xid8`): every event of an older
+# one is committed or gone. The snapshot's in-progress ids, less those proven to belong to other
+# databases of the cluster; without any, the snapshot's xmax.
+HORIZON = """COALESCE(
+        (SELECT min(x) FROM pg_snapshot_xip(pg_current_snapshot()) AS x
+         WHERE xid(x) <> ALL (SELECT backend_xid FROM pg_stat_activity
+                              WHERE backend_xid IS NOT NULL AND datname <> current_database())),
+        pg_snapshot_xmax(pg_current_snapshot())
+    )"""
+
 _SEQUENCE_SQL = sa.text(
     """
 WITH st AS (
@@ -151,12 +161,7 @@ WITH st AS (
     -- The oldest transaction that may still write here: the snapshot's in-progress ids, less
     -- those proven to belong to other databases of the cluster (an id stays with its database
     -- for its whole life, so that proof cannot go stale); without any, the snapshot's xmax.
-    SELECT COALESCE(
-        (SELECT min(x) FROM pg_snapshot_xip(pg_current_snapshot()) AS x
-         WHERE xid(x) <> ALL (SELECT backend_xid FROM pg_stat_activity
-                              WHERE backend_xid IS NOT NULL AND datname <> current_database())),
-        pg_snapshot_xmax(pg_current_snapshot())
-    ) AS xmin
+    SELECT {HORIZON} AS xmin
 ), pending AS (
     SELECT e.id, e.tx_id, e.type FROM events e, st, horizon
     WHERE (e.tx_id, e.id) > (st.last_tx, st.last_row)
@@ -176,7 +181,7 @@ WITH st AS (
     WHERE s.id = 1
 )
 SELECT count(*) AS assigned, max(position) AS last_position FROM numbered
-"""
+""".replace("{HORIZON}", HORIZON)
 )
 
 

@@ -40,6 +40,7 @@ from app.core.clock import Clock
 from app.core.db import Database, upsert
 from app.core.errors import AppError, register
 from app.events import EventStore, RecordedEvent
+from app.events.store import HORIZON
 from app.events.tables import events
 from app.projections.runner import checkpoints, lock_key
 from app.projections.streams import StreamProjection, collect_rows, write_streams
@@ -258,9 +259,9 @@ class Rebuilder:
 
     async def _marker(self, conn: AsyncConnection) -> str:
         if self.db.is_postgres:
-            value = (
-                await conn.exec_driver_sql("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
-            ).scalar_one()
+            # Not the snapshot's xmin: another database's long transaction must not make every
+            # stream look changed.
+            value = (await conn.exec_driver_sql(f"SELECT ({HORIZON})::text")).scalar_one()
         else:
             value = (
                 await conn.execute(sa.select(sa.func.coalesce(sa.func.max(events.c.id), 0)))
