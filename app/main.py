@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
@@ -23,6 +24,7 @@ from app.core.db import Database
 from app.core.errors import CATALOGUE, PROBLEM_JSON, AppError, ErrorCode, ProblemDetail
 from app.core.http import RequestContextMiddleware, install_error_handlers
 from app.core.metrics import CALENDAR_FALLBACK, render
+from app.core.ratelimit import RateLimiter
 from app.core.settings import Settings
 from app.core.shutdown import on_server_exit
 from app.directory.api import router as directory_router
@@ -53,6 +55,18 @@ from app.webhooks.service import Webhooks
 from app.webhooks.workers import webhook_workers
 
 log = logging.getLogger("dispatchroom")
+
+CORS_REQUEST_HEADERS = [
+    "Authorization",
+    "Content-Type",
+    "If-Match",
+    "Idempotency-Key",
+    "Last-Event-ID",
+    "X-Request-ID",
+    "X-Correlation-ID",
+    "X-Causation-ID",
+]
+CORS_EXPOSED_HEADERS = ["ETag", "Location", "X-Request-ID", "Retry-After", "RateLimit", "RateLimit-Policy"]
 
 DESCRIPTION = """
 Dispatchroom is the system of record for the problems enterprises report to local government
@@ -148,6 +162,7 @@ class Services:
         self.rules = RulesRepository(self.db, self.store, self.directory, self.watch, clock)
         self.calendar_overrides = CalendarOverrides(self.db, self.store, self.calendar, self.watch, clock)
         self.keys = Keys(self.db, self.store, self.directory, clock)
+        self.limiter = RateLimiter(settings.rate_limit_table, clock)
         # Background work of this process: coroutines `(stop) -> None`, started by the lifespan
         # when BACKGROUND is on (and by `dispatchroom worker`). Packages append theirs here.
         self.workers: list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = []
@@ -188,6 +203,7 @@ class Services:
             "calendar_overrides",
             "directory",
             "keys",
+            "limiter",
             "problems",
             "webhooks",
         ):
@@ -250,7 +266,19 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     install_error_handlers(app)
     install_open311_errors(app)
     _problem_json_openapi(app)
-    app.add_middleware(
+    if settings.cors_allow_origins:
+        # Browser pages of these origins may call the API. Keys travel in `Authorization`, never
+        # in cookies, so credentials (cookies) are not allowed.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_allow_origins,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=CORS_REQUEST_HEADERS,
+            expose_headers=CORS_EXPOSED_HEADERS,
+            allow_credentials=False,
+            max_age=600,
+        )
+    app.add_middleware(  # outermost: every response, preflights included, gets its headers
         RequestContextMiddleware,
         max_body_bytes=settings.max_request_bytes,
         limits={"/v1/imports": settings.max_import_bytes},
@@ -433,9 +461,17 @@ def _problem_json_openapi(app: FastAPI) -> None:
                 # Open311's own error format, declared by its routes; it has no 422 (a bad
                 # parameter is its 400).
                 for operation in methods.values():
-                    operation.get("responses", {}).pop("422", None)
+                    responses_ = operation.get("responses", {})
+                    responses_.pop("422", None)
+                    if "403" in responses_:  # takes an api_key: rate limited
+                        errors = dict(responses_["403"]["content"])  # the same two formats
+                        responses_["429"] = _rate_limited_response(
+                            {media: {"schema": body["schema"]} for media, body in errors.items()}
+                        )
                 continue
             for operation in methods.values():
+                if "401" in operation.get("responses", {}):  # takes a key: rate limited
+                    operation["responses"]["429"] = _rate_limited_response({})
                 for code, response in operation.get("responses", {}).items():
                     if code[0] in "45":
                         response["content"] = {PROBLEM_JSON: {"schema": ref}}
@@ -446,6 +482,29 @@ def _problem_json_openapi(app: FastAPI) -> None:
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _rate_limited_response(content: dict[str, Any]) -> dict[str, Any]:
+    """The 429 of every operation that takes a key, with the headers a client backs off by."""
+    return {
+        "description": "Rate limited: the key made more requests than its role's limit allows "
+        "(`RATE_LIMITS`); retry after `Retry-After` seconds",
+        "headers": {
+            "Retry-After": {
+                "description": "Seconds until a request is allowed again.",
+                "schema": {"type": "integer"},
+            },
+            "RateLimit-Policy": {
+                "description": 'The policy (draft-ietf-httpapi-ratelimit-headers): `"handler";q=600;w=60`.',
+                "schema": {"type": "string"},
+            },
+            "RateLimit": {
+                "description": 'Requests left, seconds until the quota is whole: `"handler";r=0;t=60`.',
+                "schema": {"type": "string"},
+            },
+        },
+        "content": content,
+    }
 
 
 def _error_entry(entry: ErrorCode) -> dict[str, Any]:
