@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import pytest
 from fastapi.routing import iter_route_contexts
 
 from app.core.settings import Settings
@@ -54,7 +53,7 @@ def only(*roles: str, anonymous: Outcome = 401, **special: Outcome) -> dict[str,
 
 
 def public(outcome: Outcome = OK) -> Access:
-    return Access({role: outcome for role in ROLES})
+    return Access(dict.fromkeys(ROLES, outcome))
 
 
 ANY_KEY = Access(only(*KEYED))
@@ -494,20 +493,6 @@ def route_table(app: Any) -> set[tuple[str, str]]:
 
 
 # -- running it --------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def settings(db_url: str) -> Settings:
-    return Settings(
-        database_url=db_url,
-        environment="test",
-        admin_api_key=ADMIN_KEY,  # type: ignore[arg-type]
-        sequencer_poll_ms=5,
-        scheduler_interval_seconds=0,
-        db_pool_size=20,
-        db_max_overflow=20,
-        webhook_allowed_targets=["127.0.0.1"],
-    )
 
 
 def test_every_route_is_classified() -> None:
