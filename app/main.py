@@ -22,7 +22,7 @@ from app.apidoc import fill_examples
 from app.core.clock import Clock, OffsetClock, SystemClock
 from app.core.db import Database
 from app.core.errors import CATALOGUE, PROBLEM_JSON, AppError, ErrorCode, ProblemDetail
-from app.core.http import RequestContextMiddleware, install_error_handlers
+from app.core.http import RequestContextMiddleware, hide_keys_in_access_log, install_error_handlers
 from app.core.metrics import CALENDAR_FALLBACK, render
 from app.core.ratelimit import RateLimiter
 from app.core.settings import Settings
@@ -265,6 +265,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     )
     install_error_handlers(app)
     install_open311_errors(app)
+    hide_keys_in_access_log()
     _problem_json_openapi(app)
     if settings.cors_allow_origins:
         # Browser pages of these origins may call the API. Keys travel in `Authorization`, never

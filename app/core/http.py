@@ -133,6 +133,33 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, unexpected)
 
 
+_KEY_IN_QUERY = re.compile(r"(?i)\b(api_key=)[^&\s\"']*")
+
+
+class HideKeysInAccessLog(logging.Filter):
+    """Open311 reads take the key as the `api_key` query parameter; the access log writes the
+    query: the value becomes `***`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _KEY_IN_QUERY.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args
+            )
+        if isinstance(record.msg, str):
+            record.msg = _KEY_IN_QUERY.sub(r"\1***", record.msg)
+        return True
+
+
+_HIDE_KEYS = HideKeysInAccessLog()
+
+
+def hide_keys_in_access_log() -> None:
+    """Install the filter on uvicorn's access log (idempotent)."""
+    logger = logging.getLogger("uvicorn.access")
+    if _HIDE_KEYS not in logger.filters:
+        logger.addFilter(_HIDE_KEYS)
+
+
 def add_default_headers(headers: list[tuple[bytes, bytes]], defaults: Any) -> list[tuple[bytes, bytes]]:
     """`headers` plus each of `defaults` (pairs of lower-case names and values) whose name the
     response does not have yet: what a route set wins."""
