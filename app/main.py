@@ -74,7 +74,9 @@ Dispatchroom is the system of record for the problems enterprises report to loca
 district dispatch room (区调度室), which hands it to a lead unit with a deadline, else to the city
 command room (市总调度室). Every change is an event in an append-only log.
 
-**Authentication**: `Authorization: Bearer <key>`. **Errors**: RFC 9457 problem details
+**Authentication**: `Authorization: Bearer <key>`. **Rate limits** (if configured): per key;
+`RateLimit-Policy` and `RateLimit` headers (draft-ietf-httpapi-ratelimit-headers), 429
+`rate_limited` with `Retry-After` over the limit. **Errors**: RFC 9457 problem details
 (`application/problem+json`) with a stable `code`; the catalogue is at `/errors`.
 **Concurrency**: problems carry an `ETag` (their version); send it as `If-Match` on commands.
 **Idempotency**: `Idempotency-Key` on `POST /v1/problems`. **Lists**: `limit` and `cursor` in,
