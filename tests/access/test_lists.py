@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from typing import Any
 
 import httpx
@@ -97,3 +98,32 @@ async def test_open311_public_reads_withhold_what_the_key_does_not_cover(
                 assert pid in shown, (role, scope)  # public reads: every request, redacted
                 covered = role in KEYED and (scope == "inside" or role in UNBOUND)
                 assert (shown[pid]["description"] is not None) is covered, (role, scope)
+
+
+async def test_outside_the_scope_is_indistinguishable_from_nothing(app: Any, services: Services) -> None:
+    """The 404 for a problem outside the scope is the 404 for an id never used (SPEC §6)."""
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        world = await build_world(client, services)
+        outside, never = world.problems["outside"], str(uuid.uuid4())
+        for role in BOUND:
+            for suffix, method, body in (
+                ("", "GET", None),
+                ("/events", "GET", None),
+                ("/progress", "POST", {"note": "x"}),
+            ):
+                answers = []
+                for pid in (outside, never):
+                    r = await client.request(
+                        method, f"/v1/problems/{pid}{suffix}", json=body, headers=auth(world.keys[role])
+                    )
+                    doc = r.json()
+                    answers.append(
+                        (
+                            r.status_code,
+                            doc["code"],
+                            doc["detail"].replace(pid, "ID"),
+                            doc["instance"].replace(pid, "ID"),
+                        )
+                    )
+                assert answers[0] == answers[1] and answers[0][0] == 404, (role, suffix, answers)
