@@ -479,6 +479,29 @@ MATRIX: dict[tuple[str, str], tuple[Access, Build]] = {
 }
 
 
+# What answers without a key, said once more on its own: a route that starts answering
+# anonymous callers (or stops) must change this list too.
+PUBLIC_ROUTES = {
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/errors"),
+    ("GET", "/errors/{code}"),
+    ("GET", "/openapi.json"),
+    ("GET", "/docs"),
+    ("GET", "/docs/oauth2-redirect"),
+    ("GET", "/redoc"),
+    ("GET", "/open311/v2/discovery.{fmt}"),
+    ("GET", "/open311/v2/services.{fmt}"),
+    ("GET", "/open311/v2/services/{service_code}.{fmt}"),
+    ("GET", "/open311/v2/service/{service_code}.{fmt}"),
+    ("GET", "/open311/v2/tokens/{token}.{fmt}"),
+    ("GET", "/open311/v2/requests.{fmt}"),
+    ("GET", "/open311/v2/requests/{service_request_id}.{fmt}"),
+    ("GET", "/open311/v2/servicerequestupdates.{fmt}"),
+}
+
+
 def route_table(app: Any) -> set[tuple[str, str]]:
     """(method, path) of every route the application serves (HEAD goes with GET)."""
     table = set()
@@ -503,6 +526,10 @@ def test_every_route_is_classified() -> None:
     assert not unclassified, f"routes missing from the authorisation matrix: {unclassified}"
     stale = sorted(MATRIX.keys() - served)
     assert not stale, f"matrix entries for routes that do not exist: {stale}"
+    anonymous = {
+        route for route, (access, _) in MATRIX.items() if access.inside["anonymous"] not in (401, 403)
+    }
+    assert anonymous == PUBLIC_ROUTES
 
 
 async def _stream_status(app: Any, path: str, headers: dict[str, str]) -> int:
