@@ -7,7 +7,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -160,7 +160,9 @@ def hide_keys_in_access_log() -> None:
         logger.addFilter(_HIDE_KEYS)
 
 
-def add_default_headers(headers: list[tuple[bytes, bytes]], defaults: Any) -> list[tuple[bytes, bytes]]:
+def add_default_headers(
+    headers: list[tuple[bytes, bytes]], defaults: Iterable[tuple[bytes, bytes]]
+) -> list[tuple[bytes, bytes]]:
     """`headers` plus each of `defaults` (pairs of lower-case names and values) whose name the
     response does not have yet: what a route set wins."""
     present = {name.lower() for name, _ in headers}
