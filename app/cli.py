@@ -30,7 +30,7 @@ from rich.text import Text
 
 from app.access.service import KeyIn
 from app.core.errors import AppError
-from app.core.security import SYSTEM, Caller, Role
+from app.core.security import SYSTEM, Caller, Role, key_hint
 from app.core.settings import Settings
 from app.demo import is_empty, load_demo
 from app.ledger import files
@@ -112,9 +112,12 @@ def serve(
     console.print(f"Dispatchroom on [bold]{base}[/]  (API docs {base}/docs, ReDoc {base}/redoc)")
     console.print(f"Database: {settings.database_url}")
     if settings.admin_api_key is not None:
-        console.print(
-            f"Admin key: [bold]{settings.admin_api_key.get_secret_value()}[/]  (Authorization: Bearer …)"
+        # The console is often a log (systemd, docker): only development shows the key itself.
+        admin_key = settings.admin_api_key.get_secret_value()
+        shown = (
+            admin_key if settings.environment == "development" else key_hint(admin_key) + " (ADMIN_API_KEY)"
         )
+        console.print(f"Admin key: [bold]{shown}[/]  (Authorization: Bearer …)")
     else:
         console.print("No ADMIN_API_KEY set: create keys with `dispatchroom keys create`.")
     uvicorn.run(

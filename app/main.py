@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
@@ -25,8 +26,9 @@ from app.board.tokens import router as board_tokens_router
 from app.core.clock import Clock, OffsetClock, SystemClock
 from app.core.db import Database
 from app.core.errors import CATALOGUE, PROBLEM_JSON, AppError, ErrorCode, ProblemDetail
-from app.core.http import RequestContextMiddleware, install_error_handlers
+from app.core.http import RequestContextMiddleware, hide_keys_in_access_log, install_error_handlers
 from app.core.metrics import CALENDAR_FALLBACK, render
+from app.core.ratelimit import RateLimiter
 from app.core.settings import Settings
 from app.core.shutdown import on_server_exit
 from app.directory.api import router as directory_router
@@ -58,13 +60,27 @@ from app.webhooks.workers import webhook_workers
 
 log = logging.getLogger("dispatchroom")
 
+CORS_REQUEST_HEADERS = [
+    "Authorization",
+    "Content-Type",
+    "If-Match",
+    "Idempotency-Key",
+    "Last-Event-ID",
+    "X-Request-ID",
+    "X-Correlation-ID",
+    "X-Causation-ID",
+]
+CORS_EXPOSED_HEADERS = ["ETag", "Location", "X-Request-ID", "Retry-After", "RateLimit", "RateLimit-Policy"]
+
 DESCRIPTION = """
 Dispatchroom is the system of record for the problems enterprises report to local government
 (助企问题调度): cadres record a problem; it is solved locally if possible, else escalated to the
 district dispatch room (区调度室), which hands it to a lead unit with a deadline, else to the city
 command room (市总调度室). Every change is an event in an append-only log.
 
-**Authentication**: `Authorization: Bearer <key>`. **Errors**: RFC 9457 problem details
+**Authentication**: `Authorization: Bearer <key>`. **Rate limits** (if configured): per key;
+`RateLimit-Policy` and `RateLimit` headers (draft-ietf-httpapi-ratelimit-headers), 429
+`rate_limited` with `Retry-After` over the limit. **Errors**: RFC 9457 problem details
 (`application/problem+json`) with a stable `code`; the catalogue is at `/errors`.
 **Concurrency**: problems carry an `ETag` (their version); send it as `If-Match` on commands.
 **Idempotency**: `Idempotency-Key` on `POST /v1/problems`. **Lists**: `limit` and `cursor` in,
@@ -157,6 +173,7 @@ class Services:
         self.rules = RulesRepository(self.db, self.store, self.directory, self.watch, clock)
         self.calendar_overrides = CalendarOverrides(self.db, self.store, self.calendar, self.watch, clock)
         self.keys = Keys(self.db, self.store, self.directory, clock)
+        self.limiter = RateLimiter(settings.rate_limit_table, clock)
         # Background work of this process: coroutines `(stop) -> None`, started by the lifespan
         # when BACKGROUND is on (and by `dispatchroom worker`). Packages append theirs here.
         self.workers: list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = []
@@ -198,6 +215,7 @@ class Services:
             "calendar_overrides",
             "directory",
             "keys",
+            "limiter",
             "problems",
             "webhooks",
         ):
@@ -265,8 +283,21 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     )
     install_error_handlers(app)
     install_open311_errors(app)
+    hide_keys_in_access_log()
     _problem_json_openapi(app)
-    app.add_middleware(
+    if settings.cors_allow_origins:
+        # Browser pages of these origins may call the API. Keys travel in `Authorization`, never
+        # in cookies, so credentials (cookies) are not allowed.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_allow_origins,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=CORS_REQUEST_HEADERS,
+            expose_headers=CORS_EXPOSED_HEADERS,
+            allow_credentials=False,
+            max_age=600,
+        )
+    app.add_middleware(  # outermost: every response, preflights included, gets its headers
         RequestContextMiddleware,
         max_body_bytes=settings.max_request_bytes,
         limits={"/v1/imports": settings.max_import_bytes},
@@ -452,9 +483,17 @@ def _problem_json_openapi(app: FastAPI) -> None:
                 # Open311's own error format, declared by its routes; it has no 422 (a bad
                 # parameter is its 400).
                 for operation in methods.values():
-                    operation.get("responses", {}).pop("422", None)
+                    responses_ = operation.get("responses", {})
+                    responses_.pop("422", None)
+                    if "403" in responses_:  # takes an api_key: rate limited
+                        errors = dict(responses_["403"]["content"])  # the same two formats
+                        responses_["429"] = _rate_limited_response(
+                            {media: {"schema": body["schema"]} for media, body in errors.items()}
+                        )
                 continue
             for operation in methods.values():
+                if "401" in operation.get("responses", {}):  # takes a key: rate limited
+                    operation["responses"]["429"] = _rate_limited_response({})
                 for code, response in operation.get("responses", {}).items():
                     if code[0] in "45":
                         response["content"] = {PROBLEM_JSON: {"schema": ref}}
@@ -465,6 +504,29 @@ def _problem_json_openapi(app: FastAPI) -> None:
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _rate_limited_response(content: dict[str, Any]) -> dict[str, Any]:
+    """The 429 of every operation that takes a key, with the headers a client backs off by."""
+    return {
+        "description": "Rate limited: the key made more requests than its role's limit allows "
+        "(`RATE_LIMITS`); retry after `Retry-After` seconds",
+        "headers": {
+            "Retry-After": {
+                "description": "Seconds until a request is allowed again.",
+                "schema": {"type": "integer"},
+            },
+            "RateLimit-Policy": {
+                "description": 'The policy (draft-ietf-httpapi-ratelimit-headers): `"handler";q=600;w=60`.',
+                "schema": {"type": "string"},
+            },
+            "RateLimit": {
+                "description": 'Requests left, seconds until the quota is whole: `"handler";r=0;t=60`.',
+                "schema": {"type": "string"},
+            },
+        },
+        "content": content,
+    }
 
 
 def _error_entry(entry: ErrorCode) -> dict[str, Any]:

@@ -13,6 +13,7 @@ Tables are SQLAlchemy Core `Table`s registered on the one `metadata` below; no O
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -89,6 +90,24 @@ def _json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+class _NoDebugRecords(logging.Filter):
+    """Drops the DEBUG records of the database libraries: SQLAlchemy's print result rows and
+    aiosqlite's the arguments of every call, and both would show webhook secrets."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.DEBUG
+
+
+_NO_DEBUG = _NoDebugRecords()
+
+
+def _quiet_database_logs() -> None:
+    for name in ("sqlalchemy.engine.Engine", "aiosqlite"):
+        logger = logging.getLogger(name)
+        if _NO_DEBUG not in logger.filters:
+            logger.addFilter(_NO_DEBUG)
+
+
 class Database:
     """The engine and its transactions. One per process."""
 
@@ -107,8 +126,12 @@ class Database:
         if self.backend not in ("sqlite", "postgresql"):
             raise ValueError(f"unsupported database {self.backend!r}: use sqlite or postgresql")
         self._write_lock = asyncio.Lock()  # SQLite: one writer at a time within this process
+        _quiet_database_logs()
         common: dict[str, Any] = {
             "echo": echo,
+            # Statement parameters stay out of logs and error messages: they carry webhook
+            # secrets and key hashes (docs/security.md).
+            "hide_parameters": True,
             "json_serializer": _json_dumps,
             "json_deserializer": orjson.loads,
         }

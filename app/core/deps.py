@@ -16,6 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from app.core.clock import Clock
 from app.core.db import Database
 from app.core.errors import AppError
+from app.core.ratelimit import RateLimiter
 from app.core.requestmeta import RequestMeta
 from app.core.security import Caller, Role, authenticate
 from app.core.settings import Settings
@@ -43,6 +44,17 @@ def get_clock(request: Request) -> Clock:
     return clock
 
 
+async def identify(request: Request, presented: str) -> Caller | None:
+    """The caller a presented key belongs to (None: unknown or revoked), counted against its
+    rate limit (429 `rate_limited` over it). Every way of presenting a key comes here."""
+    async with get_db(request).read() as conn:
+        caller = await authenticate(conn, presented)
+    limiter: RateLimiter | None = getattr(request.app.state, "limiter", None)
+    if caller is not None and caller.role is not None and limiter is not None and limiter.enabled:
+        limiter.check(request.scope.setdefault("state", {}), caller.key_id, caller.role.value)
+    return caller
+
+
 async def get_caller(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
@@ -53,8 +65,7 @@ async def get_caller(
             "send an API key as `Authorization: Bearer <key>`",
             headers={"WWW-Authenticate": 'Bearer realm="dispatchroom"'},
         )
-    async with get_db(request).read() as conn:
-        caller = await authenticate(conn, credentials.credentials)
+    caller = await identify(request, credentials.credentials)
     if caller is None:
         raise AppError(
             "unauthorized",

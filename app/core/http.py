@@ -1,4 +1,5 @@
-"""HTTP plumbing: problem+json error handlers, request ids, the request body limit."""
+"""HTTP plumbing: problem+json error handlers, request ids, the request body limit, the headers
+every response carries (security headers, rate limits)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.core.errors import CATALOGUE, PROBLEM_JSON, AppError, problem_document
 from app.core.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from app.core.ratelimit import STATE_KEY as RATE_LIMIT_STATE
 
 log = logging.getLogger("dispatchroom")
 
@@ -39,6 +41,15 @@ _STATUS_CODES = {
     429: "rate_limited",
 }
 RETRY_AFTER_SECONDS = 5
+
+# Every response carries these unless the route set its own (the board sets its own policy):
+# no MIME sniffing, no referrer leaking problem ids to other sites, never framed (clickjacking).
+SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+    (b"content-security-policy", b"frame-ancestors 'none'"),
+)
 
 
 def problem_response(
@@ -122,10 +133,48 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, unexpected)
 
 
+_KEY_IN_QUERY = re.compile(r"(?i)\b(api_key=)[^&\s\"']*")
+
+
+class HideKeysInAccessLog(logging.Filter):
+    """Open311 reads take the key as the `api_key` query parameter; the access log writes the
+    query: the value becomes `***`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _KEY_IN_QUERY.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args
+            )
+        if isinstance(record.msg, str):
+            record.msg = _KEY_IN_QUERY.sub(r"\1***", record.msg)
+        return True
+
+
+_HIDE_KEYS = HideKeysInAccessLog()
+
+
+def hide_keys_in_access_log() -> None:
+    """Install the filter on uvicorn's access log (idempotent)."""
+    logger = logging.getLogger("uvicorn.access")
+    if _HIDE_KEYS not in logger.filters:
+        logger.addFilter(_HIDE_KEYS)
+
+
+def add_default_headers(
+    headers: list[tuple[bytes, bytes]], defaults: Iterable[tuple[bytes, bytes]]
+) -> list[tuple[bytes, bytes]]:
+    """`headers` plus each of `defaults` (pairs of lower-case names and values) whose name the
+    response does not have yet: what a route set wins."""
+    present = {name.lower() for name, _ in headers}
+    return [*headers, *((n, v) for n, v in defaults if n not in present)]
+
+
 class RequestContextMiddleware:
     """Gives every request an id (`X-Request-ID`, taken from the client when well-formed) and
     refuses bodies larger than the limit with 413 before reading them into memory. `limits`
-    gives other limits to some paths (uploads that the route streams to disk)."""
+    gives other limits to some paths (uploads that the route streams to disk). Every response
+    gets the security headers (`SECURITY_HEADERS`, unless the route set them) and the rate-limit
+    headers of its key (`app.core.ratelimit`)."""
 
     def __init__(self, app: ASGIApp, max_body_bytes: int, limits: dict[str, int] | None = None) -> None:
         self.app = app
@@ -166,8 +215,13 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+                headers = [*message.get("headers", ()), (b"x-request-id", request_id.encode())]
+                limits = scope["state"].get(RATE_LIMIT_STATE)
+                if limits:
+                    headers = add_default_headers(
+                        headers, ((k.lower().encode(), v.encode()) for k, v in limits.items())
+                    )
+                message["headers"] = add_default_headers(headers, SECURITY_HEADERS)
             await send(message)
 
         started = time.perf_counter()
@@ -189,6 +243,7 @@ class RequestContextMiddleware:
             f"the request body exceeds {limit} bytes",
             headers={"x-request-id": request_id},
         )
+        response.raw_headers = add_default_headers(response.raw_headers, SECURITY_HEADERS)
         await response(scope, _no_receive, send)
 
 

@@ -7,6 +7,7 @@ may grow. Unsafe values are refused outside development.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import cached_property
 from typing import Annotated, Literal
@@ -18,6 +19,38 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/dispatchroom.db"
 # Standard Webhooks' example schedule, stretched to about three days (seconds between attempts).
 DEFAULT_RETRY_SCHEDULE = (0, 5, 300, 1800, 7200, 18000, 36000, 36000, 50400, 72000)
+# Requests per key: what production uses when RATE_LIMITS is unset (development and test: none).
+DEFAULT_PRODUCTION_RATE_LIMITS = "*=1200/60"
+RATE_LIMIT_ROLES = ("portal", "handler", "dispatcher", "commander", "admin", "viewer", "*")
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most `quota` requests per `window` seconds (a token bucket: a full bucket allows a
+    burst of `quota`, refilled at quota/window per second)."""
+
+    quota: int
+    window: int
+
+
+def parse_rate_limits(value: str) -> dict[str, RateLimit]:
+    """`portal=600/60,*=1200/60` → {role: RateLimit}; `off` or empty → {} (no limits)."""
+    table: dict[str, RateLimit] = {}
+    if value.strip().lower() in ("", "off", "none"):
+        return table
+    for part in value.split(","):
+        role, sep, spec = part.strip().partition("=")
+        quota, slash, window = spec.strip().partition("/")
+        role = role.strip()
+        if not sep or not slash or not quota.strip().isdigit() or not window.strip().isdigit():
+            raise ValueError(f"RATE_LIMITS: {part.strip()!r} is not role=requests/seconds")
+        if role not in RATE_LIMIT_ROLES:
+            raise ValueError(f"RATE_LIMITS: unknown role {role!r} (one of {', '.join(RATE_LIMIT_ROLES)})")
+        limit = RateLimit(int(quota), int(window))
+        if limit.quota < 1 or limit.window < 1:
+            raise ValueError(f"RATE_LIMITS: {part.strip()!r} needs at least 1 request per 1 second")
+        table[role] = limit
+    return table
 
 
 def _split_commas(value: object) -> object:
@@ -108,6 +141,19 @@ class Settings(BaseSettings):
         0.1, ge=0, le=1, description="A unit is `ahead` at a score of at least target + margin."
     )
 
+    rate_limits: str | None = Field(
+        None,
+        description="Requests per API key and window, per role: `role=requests/seconds`, comma "
+        "separated, `*` for the roles not named (e.g. `portal=600/60,*=1200/60`); `off`: none. "
+        f"Unset: none in development and test, `{DEFAULT_PRODUCTION_RATE_LIMITS}` in production. "
+        "Counted per server process.",
+    )
+    cors_allow_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Origins (`https://portal.example.gov.cn`, comma separated; `*`: any) whose "
+        "browser pages may call the API. Empty (the default): no cross-origin access.",
+    )
+
     max_request_bytes: int = Field(1_048_576, ge=1024)
     max_import_bytes: int = Field(
         268_435_456, ge=1024, description="Largest ledger accepted by `POST /v1/imports`."
@@ -118,6 +164,18 @@ class Settings(BaseSettings):
     @classmethod
     def _targets(cls, value: object) -> object:
         return _split_commas(value)
+
+    @field_validator("cors_allow_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: object) -> object:
+        return _split_commas(value)
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _rate_limits(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_rate_limits(value)
+        return value
 
     @field_validator("webhook_retry_schedule", mode="before")
     @classmethod
@@ -153,6 +211,15 @@ class Settings(BaseSettings):
     @cached_property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.city_timezone)
+
+    @cached_property
+    def rate_limit_table(self) -> dict[str, RateLimit]:
+        """The limit of each role (`*`: the others); empty: no limits."""
+        if self.rate_limits is None:
+            return parse_rate_limits(
+                DEFAULT_PRODUCTION_RATE_LIMITS if self.environment == "production" else ""
+            )
+        return parse_rate_limits(self.rate_limits)
 
     @property
     def retry_delays(self) -> list[timedelta]:

@@ -284,6 +284,13 @@ class EventStore:
             if actual != expected or _is_append_conflict(exc):
                 raise ConcurrencyConflict(stream_id, expected, actual) from None
             raise
+        except sa.exc.DBAPIError as exc:
+            # The append's statement was chosen as a deadlock's victim (its inline writes met a
+            # background writer taking the same rows in the other order): nothing was written,
+            # so it is a lost race like any other, and callers decide again.
+            if getattr(exc.orig, "sqlstate", None) != DEADLOCK_DETECTED:
+                raise
+            raise ConcurrencyConflict(stream_id, expected) from None
         return [_recorded(row) for row in rows]
 
     async def _append_sqlite(
@@ -589,6 +596,9 @@ def _recorded(row: dict[str, Any], position: int | None = None) -> RecordedEvent
         recorded_at=row["recorded_at"],
         position=position,
     )
+
+
+DEADLOCK_DETECTED = "40P01"
 
 
 def _is_append_conflict(exc: sa.exc.IntegrityError) -> bool:

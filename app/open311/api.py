@@ -23,9 +23,10 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import ValidationError
 from starlette.datastructures import FormData
 
+from app.core.deps import identify
 from app.core.errors import AppError
 from app.core.requestmeta import RequestMeta
-from app.core.security import Caller, Role, authenticate
+from app.core.security import Caller, Role
 from app.core.settings import Settings
 from app.directory.tables import categories
 from app.events import RecordedEvent
@@ -100,8 +101,7 @@ async def _caller(request: Request, key: str | None) -> Caller | None:
     key = _blank(key)
     if key is None:
         return None
-    async with request.app.state.db.read() as conn:
-        caller = await authenticate(conn, key)
+    caller = await identify(request, key)
     if caller is None:
         raise Open311Error(403, "the api_key is unknown or revoked")
     return caller

@@ -3,7 +3,8 @@
 JSON mirrors the XML (lists are bare arrays, one request is an array of one); XML has a
 declaration, no namespace, and one element per field, lists as `<services><service>…`.
 Errors are an array of `{code, description}` (`<errors><error>…`) with HTTP 404 for what does
-not exist, 403 for a bad or missing `api_key`, and 400 for anything else. The handlers installed
+not exist, 403 for a bad or missing `api_key`, 429 for a key over its rate limit, and 400 for
+anything else. The handlers installed
 here make sure that nothing under `/open311/` answers with this API's problem+json.
 """
 
@@ -108,6 +109,8 @@ def _status_for(app_status: int) -> int:
         return 404
     if app_status in (401, 403):
         return 403
+    if app_status == 429:
+        return 429  # rate limited: a client must see it to back off (Retry-After)
     if app_status >= 500:
         return app_status
     return 400

@@ -97,7 +97,8 @@ class SubmitIn(CommandBody):
     reporter_unit_id: UnitId | None = Field(
         None,
         description="The unit that found it "
-        "(default: the caller's unit, else the enterprise's service group).",
+        "(default: the caller's unit, else the enterprise's service group); a handler key names "
+        "its own unit or one below it (else 403).",
     )
     location: LocationIn | None = Field(None, description="Where the problem is (optional).")
     media_url: MediaUrl | None = Field(None, description="A photo or document of the problem.")

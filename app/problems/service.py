@@ -255,6 +255,10 @@ class ProblemService:
         else:
             source = body.source
         reporter = body.reporter_unit_id or (caller.unit_id if caller.role is Role.handler else None)
+        actor = await self.actor(caller)
+        if caller.role is Role.handler and reporter not in actor.subtree:
+            # A handler reports for its own unit (or one below it), never in another unit's name.
+            raise AppError("forbidden", "a handler key reports as its own unit or a unit below it")
         if reporter is not None:
             unit = await self.directory.unit(reporter)
             if unit is None or unit.district_id != enterprise.district_id or unit.tier is not Tier.local:
@@ -264,7 +268,6 @@ class ProblemService:
                 )
 
         when = self._when(caller, body.occurred_at, None)
-        actor = await self.actor(caller)
         policy = await self.policy(enterprise.district_id)
         command = domain.Submit(
             problem_id=problem_id,

@@ -184,3 +184,24 @@ async def test_viewers_read_but_never_write(client: httpx.AsyncClient, city: Cit
     assert (await client.get(f"/v1/problems/{pid}", headers=auth(district_viewer))).status_code == 404
     refused = await client.post(f"/v1/problems/{pid}/progress", json={"note": "x"}, headers=auth(viewer))
     assert refused.status_code == 403
+
+
+async def test_a_handler_reports_in_its_own_name_only(client: httpx.AsyncClient, city: City) -> None:
+    """A service group may not record a problem as found by another group (it would hand that
+    group the reporter's rights and lose sight of it itself); a team may name its groups."""
+    g1, g2 = city.groups[D1]
+    body = {
+        "enterprise_id": city.enterprise(D1, 2),
+        "category": "utilities",
+        "title": "t",
+        "description": "d",
+        "reporter_unit_id": g2,
+    }
+    g1_key = await make_key(client, "handler", unit_id=g1)
+    refused = await client.post("/v1/problems", json=body, headers=auth(g1_key))
+    assert refused.status_code == 403 and refused.json()["code"] == "forbidden"
+    team_key = await make_key(client, "handler", unit_id=city.teams[D1])
+    made = await client.post("/v1/problems", json=body, headers=auth(team_key))
+    assert made.status_code == 201 and made.json()["reporter_unit_id"] == g2
+    own = await client.post("/v1/problems", json={**body, "reporter_unit_id": None}, headers=auth(g1_key))
+    assert own.status_code == 201 and own.json()["reporter_unit_id"] == g1
