@@ -21,6 +21,7 @@ import itertools
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 from fastapi.routing import iter_route_contexts
@@ -347,6 +348,60 @@ WEBHOOK = scoped(only(*WEBHOOK_ROLES), hidden=frozenset({"dispatcher", "handler"
 # Enterprises: district roles see their district's, portals none (they name them by credit code).
 ENTERPRISE = scoped(only(*KEYED, portal=404))
 
+
+# The wall board: viewer, dispatcher, commander and admin keys (and board tokens, which are
+# viewer keys); a district's key shows its district only (another's: 403; its problems: 404).
+BOARD_ROLES = ("viewer", "district_viewer", "dispatcher", "commander", "admin")
+BOARD_ISSUERS = ("admin", "commander", "dispatcher")
+DISTRICT_BOUND = frozenset({"dispatcher", "district_viewer"})
+
+
+def board_page(path: str) -> Build:
+    """A board page narrowed to the district of the scope (D1 inside, D2 outside)."""
+
+    async def build(world: World, cell: Cell) -> dict[str, Any]:
+        return {"path": path, "params": {"district": D1 if cell.scope == "inside" else D2}}
+
+    return build
+
+
+def board_problem() -> Build:
+    async def build(world: World, cell: Cell) -> dict[str, Any]:
+        return {"path": f"/board/problems/{world.problems[cell.scope]}"}
+
+    return build
+
+
+def board_session() -> Build:
+    async def build(world: World, cell: Cell) -> dict[str, Any]:
+        return {"json": {"token": world.keys.get(cell.role, "")}}
+
+    return build
+
+
+def new_board_token() -> Build:
+    async def build(world: World, cell: Cell) -> dict[str, Any]:
+        return {"json": {"name": "矩阵大屏", "district_id": D1 if cell.scope == "inside" else D2}}
+
+    return build
+
+
+def on_board_token() -> Build:
+    async def build(world: World, cell: Cell) -> dict[str, Any]:
+        district = D1 if cell.scope == "inside" else D2
+        made = await world.admin(
+            "POST", "/v1/board/tokens", json={"name": "矩阵大屏", "district_id": district}
+        )
+        return {"path": f"/v1/board/tokens/{made['id']}"}
+
+    return build
+
+
+BOARD = Access(
+    only(*BOARD_ROLES, anonymous=401),
+    only(*BOARD_ROLES, anonymous=401, dispatcher=403, district_viewer=403),
+)
+
 MATRIX: dict[tuple[str, str], tuple[Access, Build]] = {
     # operations and documentation: public
     ("GET", "/healthz"): (public(), fixed()),
@@ -476,6 +531,33 @@ MATRIX: dict[tuple[str, str], tuple[Access, Build]] = {
         scoped(only("admin", "commander", ROOM, LEAD, anonymous=403)),
         open311_update(),
     ),
+    # the wall board (docs/board.md)
+    ("GET", "/board"): (
+        Access(
+            only(*BOARD_ROLES, anonymous=303),
+            only(*BOARD_ROLES, anonymous=303, dispatcher=403, district_viewer=403),
+        ),
+        board_page("/board"),
+    ),
+    ("GET", "/board/panels/{name}"): (BOARD, board_page("/board/panels/headline")),
+    ("GET", "/board/stream"): (BOARD, board_page("/board/stream")),
+    ("GET", "/board/problems/{problem_id}"): (
+        scoped(only(*BOARD_ROLES), hidden=DISTRICT_BOUND),
+        board_problem(),
+    ),
+    ("GET", "/board/open"): (public(), fixed()),
+    ("GET", "/board/static/{name}"): (public(), fixed(path="/board/static/board.css")),
+    ("POST", "/board/session"): (Access(only(*BOARD_ROLES)), board_session()),
+    ("POST", "/board/logout"): (public(303), fixed()),
+    ("POST", "/v1/board/tokens"): (
+        Access(only(*BOARD_ISSUERS), only(*BOARD_ISSUERS, dispatcher=403)),
+        new_board_token(),
+    ),
+    ("GET", "/v1/board/tokens"): (Access(only(*BOARD_ISSUERS)), fixed()),
+    ("DELETE", "/v1/board/tokens/{token_id}"): (
+        scoped(only(*BOARD_ISSUERS), hidden=frozenset({"dispatcher"})),
+        on_board_token(),
+    ),
 }
 
 
@@ -499,6 +581,10 @@ PUBLIC_ROUTES = {
     ("GET", "/open311/v2/requests.{fmt}"),
     ("GET", "/open311/v2/requests/{service_request_id}.{fmt}"),
     ("GET", "/open311/v2/servicerequestupdates.{fmt}"),
+    ("GET", "/board"),  # 303 to /board/open
+    ("GET", "/board/open"),
+    ("GET", "/board/static/{name}"),
+    ("POST", "/board/logout"),
 }
 
 
@@ -532,7 +618,7 @@ def test_every_route_is_classified() -> None:
     assert anonymous == PUBLIC_ROUTES
 
 
-async def _stream_status(app: Any, path: str, headers: dict[str, str]) -> int:
+async def _stream_status(app: Any, path: str, headers: dict[str, str], query: dict[str, str]) -> int:
     """The status of an endless response (Server-Sent Events): read the start, then hang up."""
     started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     hang_up = asyncio.Event()
@@ -544,7 +630,7 @@ async def _stream_status(app: Any, path: str, headers: dict[str, str]) -> int:
         "scheme": "http",
         "path": path,
         "raw_path": path.encode(),
-        "query_string": b"heartbeat=0.2",
+        "query_string": urlencode(query).encode(),
         "root_path": "",
         "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
         "client": ("127.0.0.1", 1),
@@ -586,8 +672,8 @@ async def _send(world: World, app: Any, method: str, role: str, request: dict[st
                 params["api_key"] = key
     elif key is not None:
         headers = auth(key)
-    if path == "/v1/events/stream":
-        return await _stream_status(app, path, headers)
+    if path in ("/v1/events/stream", "/board/stream"):
+        return await _stream_status(app, path, headers, {"heartbeat": "0.2", **params})
     response = await world.client.request(
         method,
         path,
