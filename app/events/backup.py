@@ -61,7 +61,7 @@ def _instant(value: datetime) -> str:
 
 async def export_lines(db: Database, store: EventStore, *, batch: int = 5000) -> AsyncIterator[bytes]:
     """Every positioned event, as the lines of an export (each ends with a newline)."""
-    await store.sequence()
+    await store.sequence_all()
     yield (
         orjson.dumps(
             {"format": FORMAT, "format_version": FORMAT_VERSION, "exported_at": _instant(datetime.now(UTC))}

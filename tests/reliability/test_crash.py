@@ -79,7 +79,8 @@ async def offline_services(db_url: str) -> Services:
 async def test_sigkill_under_write_load_loses_nothing_acknowledged(db_url: str, tmp_path: Path) -> None:
     city = await prepared_city(db_url)
     env = server_env(db_url, tmp_path)
-    with Receiver(always(200, delay=0.05)) as receiver:
+    # The receiver fails until the restart, so that deliveries are pending when the kill comes.
+    with Receiver(always(503)) as receiver:
         with server_process(env) as (proc, base):
             async with httpx.AsyncClient(base_url=base, headers=auth(ADMIN_KEY), timeout=10) as http:
                 await subscribe(http, receiver, event_types=TYPES)
@@ -97,6 +98,8 @@ async def test_sigkill_under_write_load_loses_nothing_acknowledged(db_url: str, 
         assert len(acked) >= 40, f"only {len(acked)} problems acknowledged before the kill"
         assert load.failed >= 1, "the kill happened while requests were in flight"
 
+        assert receiver.snapshot(), "deliveries were being attempted before the kill"
+        receiver.respond = always(200)
         with server_process(env) as (_, base):
             async with httpx.AsyncClient(base_url=base, headers=auth(ADMIN_KEY), timeout=30) as http:
                 for pid, version in acked.items():
