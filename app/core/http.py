@@ -170,19 +170,19 @@ class RequestContextMiddleware:
             return message
 
         status = 500
-        responded = False
+        responded = replaced = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status, responded
+            nonlocal status, responded, replaced
+            if replaced:
+                return  # the rest of the response our 413 replaced
             if too_large and not responded:
                 # The body parser turned our exception into its own error (FastAPI answers 400
                 # "error parsing the body"): the answer is 413 all the same.
-                responded = True
+                responded = replaced = True
                 status = 413
                 await self._too_large(scope, send, request_id, limit)
                 return
-            if too_large and status == 413:
-                return  # the rest of the replaced response
             if message["type"] == "http.response.start":
                 responded = True
                 status = message["status"]
