@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import timedelta
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
@@ -26,7 +26,12 @@ from app.board.tokens import router as board_tokens_router
 from app.core.clock import Clock, OffsetClock, SystemClock
 from app.core.db import Database
 from app.core.errors import CATALOGUE, PROBLEM_JSON, AppError, ErrorCode, ProblemDetail
-from app.core.http import RequestContextMiddleware, hide_keys_in_access_log, install_error_handlers
+from app.core.http import (
+    RequestContextMiddleware,
+    clean_target,
+    hide_keys_in_access_log,
+    install_error_handlers,
+)
 from app.core.metrics import CALENDAR_FALLBACK, render
 from app.core.ratelimit import RateLimiter
 from app.core.settings import Settings
@@ -280,6 +285,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         description=DESCRIPTION,
         openapi_tags=TAGS,
         lifespan=lifespan,
+        dependencies=[Depends(clean_target)],
     )
     install_error_handlers(app)
     install_open311_errors(app)
@@ -492,6 +498,7 @@ def _problem_json_openapi(app: FastAPI) -> None:
                         )
                 continue
             for operation in methods.values():
+                _declare_generic_errors(path, operation)
                 if "401" in operation.get("responses", {}):  # takes a key: rate limited
                     operation["responses"]["429"] = _rate_limited_response({})
                 for code, response in operation.get("responses", {}).items():
@@ -504,6 +511,26 @@ def _problem_json_openapi(app: FastAPI) -> None:
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _declare_generic_errors(path: str, operation: dict[str, Any]) -> None:
+    """Errors any route of a kind can answer, whatever its handler does: a body that is not
+    JSON (400) or too large (413) where a body is read, a path or query string with a NUL or
+    bytes that are not UTF-8 (400, `clean_target`), a database outage (503) under `/v1`."""
+    responses = operation.setdefault("responses", {})
+    if "application/json" in operation.get("requestBody", {}).get("content", {}):
+        responses.setdefault("400", {"description": "The body is not well-formed JSON"})
+        responses.setdefault("413", {"description": "Request body too large"})
+    if operation.get("parameters"):
+        responses.setdefault("400", {"description": "A NUL or bytes that are not UTF-8 in the path or query"})
+    if path.startswith("/v1/"):
+        responses.setdefault(
+            "503",
+            {
+                "description": "The database is unavailable; retry after `Retry-After` seconds",
+                "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+            },
+        )
 
 
 def _rate_limited_response(content: dict[str, Any]) -> dict[str, Any]:

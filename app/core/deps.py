@@ -20,6 +20,7 @@ from app.core.ratelimit import RateLimiter
 from app.core.requestmeta import RequestMeta
 from app.core.security import Caller, Role, authenticate
 from app.core.settings import Settings
+from app.core.types import INT32_MAX
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -105,7 +106,10 @@ def parse_if_match(value: str | None) -> int | None:
     match = _ETAG.match(value)
     if not match:
         raise AppError("bad_request", 'If-Match must be an ETag of this API, e.g. "3"')
-    return int(match.group(1))
+    version = int(match.group(1))
+    if version > INT32_MAX:  # no stream gets there; the database could not even compare it
+        raise AppError("precondition_failed", f"If-Match names version {version}, which no resource has")
+    return version
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import sqlalchemy as sa
 from fastapi import FastAPI, Request
@@ -76,6 +77,9 @@ def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     return errors
 
 
+DATABASE_ERRORS: tuple[type[Exception], ...] = (sa.exc.DBAPIError, OSError)
+
+
 def _is_database_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)):
         return True
@@ -130,6 +134,11 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, app_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    # Database errors are answered inside the application (503, or 500 for a genuine bug), like
+    # any handled error: a handler for `Exception` alone runs in Starlette's outermost
+    # middleware, which re-raises after answering, and uvicorn then drops the connection.
+    for exc_type in DATABASE_ERRORS:
+        app.add_exception_handler(exc_type, unexpected)
     app.add_exception_handler(Exception, unexpected)
 
 
@@ -210,10 +219,21 @@ class RequestContextMiddleware:
             return message
 
         status = 500
+        responded = replaced = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, responded, replaced
+            if replaced:
+                return  # the rest of the response our 413 replaced
+            if too_large and not responded:
+                # The body parser turned our exception into its own error (FastAPI answers 400
+                # "error parsing the body"): the answer is 413 all the same.
+                responded = replaced = True
+                status = 413
+                await self._too_large(scope, send, request_id, limit)
+                return
             if message["type"] == "http.response.start":
+                responded = True
                 status = message["status"]
                 headers = [*message.get("headers", ()), (b"x-request-id", request_id.encode())]
                 limits = scope["state"].get(RATE_LIMIT_STATE)
@@ -228,8 +248,9 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, limited_receive, send_with_id)
         except _BodyTooLarge:
-            if too_large:
+            if too_large and not responded:
                 status = 413
+                responded = True
                 await self._too_large(scope, send, request_id, limit)
         finally:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
@@ -245,6 +266,22 @@ class RequestContextMiddleware:
         )
         response.raw_headers = add_default_headers(response.raw_headers, SECURITY_HEADERS)
         await response(scope, _no_receive, send)
+
+
+async def clean_target(request: Request) -> None:
+    """A dependency of every route: refuses (400) a path or query string with percent-escapes
+    that are not UTF-8 (the server would silently turn them into U+FFFD) or with a NUL (which no
+    database stores). Bodies are checked by their models (`core.types`)."""
+    scope = request.scope
+    raw_path = scope.get("raw_path") or scope.get("path", "").encode("utf-8", "surrogateescape")
+    for what, raw in (("path", raw_path), ("query string", scope.get("query_string", b""))):
+        decoded = unquote_to_bytes(raw)
+        if b"\x00" in decoded:
+            raise AppError("bad_request", f"the {what} contains a NUL character")
+        try:
+            decoded.decode("utf-8")
+        except UnicodeDecodeError:
+            raise AppError("bad_request", f"the {what} is not valid UTF-8 once percent-decoded") from None
 
 
 class _BodyTooLarge(Exception):

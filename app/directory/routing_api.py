@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, 
 from app.core.deps import AdminDep, CallerDep, MetaDep, parse_if_match
 from app.core.errors import AppError, responses
 from app.core.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, decode_cursor, next_page
+from app.core.types import INT32_MAX
 from app.directory.calendar import CalendarOverrides
 from app.directory.rules import RulesRepository
 from app.directory.schemas import (
@@ -78,7 +79,7 @@ async def get_routing_rules(
     rules: RulesDep,
     response: Response,
     version: Annotated[
-        int | None, Query(ge=1, description="A past version instead of the current one.")
+        int | None, Query(ge=1, le=INT32_MAX, description="A past version instead of the current one.")
     ] = None,
 ) -> RuleSetOut:
     """Every key may read the rules (dispatch rooms see what `assign` will propose). The `ETag`

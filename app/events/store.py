@@ -377,6 +377,13 @@ class EventStore:
             self._positions_changed.set()
         return assigned
 
+    async def sequence_all(self) -> int:
+        """Number every event committed so far (a restore, the command line); returns how many."""
+        total = 0
+        while assigned := await self.sequence():
+            total += assigned
+        return total
+
     async def wait_appended(self, seconds: float) -> bool:
         """Wait until this process appends (at most `seconds`); used by the sequencer loop.
         Returns whether an append woke it."""

@@ -20,6 +20,7 @@ from fastapi.responses import StreamingResponse
 from app.core.deps import CallerDep, SettingsDep
 from app.core.errors import AppError, responses
 from app.core.security import Caller
+from app.core.types import INT64_MAX
 from app.feed.reader import FeedEvent, FeedPage, TypeFilter, read_feed
 from app.problems.service import ProblemService
 
@@ -63,7 +64,9 @@ async def list_events(
     request: Request,
     caller: CallerDep,
     settings: SettingsDep,
-    after: Annotated[int, Query(ge=0, description="Events after this position (0: from the start).")] = 0,
+    after: Annotated[
+        int, Query(ge=0, le=INT64_MAX, description="Events after this position (0: from the start).")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
     types: TypesQuery = None,
 ) -> FeedPage:
@@ -135,7 +138,9 @@ async def stream_events(
     request: Request,
     caller: CallerDep,
     settings: SettingsDep,
-    after: Annotated[int, Query(ge=0, description="Start after this position (0: from the start).")] = 0,
+    after: Annotated[
+        int, Query(ge=0, le=INT64_MAX, description="Start after this position (0: from the start).")
+    ] = 0,
     types: TypesQuery = None,
     heartbeat: Annotated[
         float, Query(ge=0.2, le=300, description="Seconds between heartbeat comments while idle.")

@@ -61,10 +61,19 @@ def read_rows(path: Path, fmt: str) -> Iterator[tuple[int, list[Any]]]:
             finally:
                 workbook.close()
         return
-    with path.open(encoding=_encoding(path), newline="") as f:
-        for number, cells in enumerate(csv.reader(f), start=1):
-            if any(c.strip() for c in cells):
-                yield number, list(cells)
+    encoding = _encoding(path)
+    number = 0
+    with path.open(encoding=encoding, newline="") as f:
+        try:
+            for number, cells in enumerate(csv.reader(f), start=1):
+                if any(c.strip() for c in cells):
+                    yield number, list(cells)
+        except UnicodeDecodeError:
+            raise AppError(
+                "invalid_ledger", f"row {number + 1} is neither UTF-8 nor GB18030 text ({encoding} expected)"
+            ) from None
+        except csv.Error as exc:
+            raise AppError("invalid_ledger", f"row {number + 1} is not valid CSV: {exc}") from None
 
 
 def count_rows(path: Path, fmt: str) -> int | None:

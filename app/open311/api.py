@@ -196,7 +196,7 @@ DISCOVERY_EXAMPLE = {
     "/discovery.{fmt}",
     operation_id="open311_discovery",
     summary="Open311 service discovery",
-    responses=_responses(404, root="discovery", example=DISCOVERY_EXAMPLE),
+    responses=_responses(400, 404, root="discovery", example=DISCOVERY_EXAMPLE),
 )
 async def discovery(request: Request, fmt: Fmt) -> Response:
     """Where this endpoint is and what it speaks (GeoReport v2, JSON and XML)."""
@@ -249,7 +249,7 @@ SERVICE_EXAMPLE = {
     "/services.{fmt}",
     operation_id="open311_list_services",
     summary="Open311 services (the problem categories)",
-    responses=_responses(404, root="services", example=[SERVICE_EXAMPLE]),
+    responses=_responses(400, 404, root="services", example=[SERVICE_EXAMPLE]),
 )
 async def list_services(request: Request, fmt: Fmt, jurisdiction_id: Jurisdiction = None) -> Response:
     """Every active category as a `realtime` service (the request id is returned at once).
@@ -316,7 +316,7 @@ async def _definition(request: Request, fmt: str, service_code: str, jurisdictio
     "/services/{service_code}.{fmt}",
     operation_id="open311_get_service_definition",
     summary="Open311 service definition",
-    responses=_responses(404, root="service_definition", example=definition("utilities")),
+    responses=_responses(400, 404, root="service_definition", example=definition("utilities")),
 )
 async def get_service_definition(
     request: Request,
@@ -341,7 +341,9 @@ async def get_service_definition_singular(
     "/tokens/{token}.{fmt}",
     operation_id="open311_get_token",
     summary="Open311 token lookup",
-    responses=_responses(404, root="service_requests", example=[{"service_request_id": "…", "token": "…"}]),
+    responses=_responses(
+        400, 404, root="service_requests", example=[{"service_request_id": "…", "token": "…"}]
+    ),
 )
 async def get_token(request: Request, token: str, fmt: Fmt, jurisdiction_id: Jurisdiction = None) -> Response:
     """Every service is `realtime`: a POST returns the request id at once and no token is ever

@@ -21,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.core.errors import AppError
+from app.core.http import DATABASE_ERRORS
 
 PREFIX = "/open311/"
 JSON_TYPE = "application/json; charset=utf-8"
@@ -132,7 +133,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(format_of(request.url.path), exc.status, [(exc.code, exc.description)])
 
     app.add_exception_handler(Open311Error, open311_error)
-    for exc_type in (AppError, RequestValidationError, StarletteHTTPException, Exception):
+    for exc_type in (AppError, RequestValidationError, StarletteHTTPException, *DATABASE_ERRORS, Exception):
         previous = app.exception_handlers.get(exc_type)
         if previous is not None:
             app.add_exception_handler(exc_type, _translating(previous))  # type: ignore[arg-type]

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.core.db import JSONType, UTCDateTime, metadata
 from app.core.security import Caller, Role
+from app.core.types import Duration
 from app.routing.calendar import WorkCalendar
 
 ACTIVE_STATUSES = ("open", "assigned", "in_progress", "deferred")
@@ -209,11 +210,11 @@ class ProblemOut(BaseModel):
         description="Working days since submission (the submission day does not count)."
     )
     tier_age_days: int = Field(description="Calendar days at the current tier.")
-    time_to_deadline: timedelta | None = Field(
+    time_to_deadline: Duration | None = Field(
         description="Time left until the deadline (ISO 8601 duration; negative when overdue); "
         "null when solved."
     )
-    time_to_resolve: timedelta | None = Field(description="Submission to resolution, for solved problems.")
+    time_to_resolve: Duration | None = Field(description="Submission to resolution, for solved problems.")
     review_on: date | None = Field(description="Deferred problems: the review date.")
     status_note: str | None = Field(
         description="What the enterprise is told about where its problem stands (Chinese): "
