@@ -235,9 +235,11 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             undo_signals()
             for task in tasks:
                 task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            # A worker cancelled while it connects may end in another error (asyncpg turns the
+            # cancellation of a connect into TimeoutError): stopping goes on regardless.
+            for result in await asyncio.gather(*tasks, return_exceptions=True):
+                if isinstance(result, Exception):
+                    log.warning("background work ended with %r while stopping", result)
             await services.db.dispose()
 
     app = FastAPI(
