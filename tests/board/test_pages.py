@@ -162,7 +162,8 @@ async def test_security_headers_and_no_inline_script_or_style(
         assert response.headers["referrer-policy"] == "no-referrer"
         assert response.headers["x-frame-options"] == "DENY"
     api_response = await client.get("/v1/me")
-    assert "content-security-policy" not in api_response.headers  # the board's, not the API's
+    # the API's own (docs/security.md), not the board's
+    assert api_response.headers["content-security-policy"] == "frame-ancestors 'none'"
 
     page = await board(client)
     assert re.findall(r"<script\b[^>]*>", page) == ['<script src="/board/static/board.js" defer>']
