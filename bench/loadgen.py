@@ -23,6 +23,8 @@ class Outcome:
     statuses: dict[int, int] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    total: int = 0  # requests sent, warm-up included (what the server's CPU time was spent on)
+    server_cpu: float = 0.0  # filled in by the caller that knows the server's process
 
     @property
     def rate(self) -> float:
@@ -101,6 +103,7 @@ async def run(
                 i += 1
                 t = time.perf_counter()
                 status, _ = await conn.request(method, path, orjson.dumps(body), headers)
+                outcome.total += 1
                 if now >= measure_from:
                     outcome.count += 1
                     outcome.latencies.append(time.perf_counter() - t)

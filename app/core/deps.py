@@ -28,17 +28,17 @@ bearer = HTTPBearer(
 )
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_db(request: Request) -> Database:
+async def get_db(request: Request) -> Database:
     db: Database = request.app.state.db
     return db
 
 
-def get_clock(request: Request) -> Clock:
+async def get_clock(request: Request) -> Clock:
     clock: Clock = request.app.state.clock
     return clock
 
@@ -53,8 +53,7 @@ async def get_caller(
             "send an API key as `Authorization: Bearer <key>`",
             headers={"WWW-Authenticate": 'Bearer realm="dispatchroom"'},
         )
-    async with get_db(request).read() as conn:
-        caller = await authenticate(conn, credentials.credentials)
+    caller = await authenticate(request.app.state.db, credentials.credentials)
     if caller is None:
         raise AppError(
             "unauthorized",
@@ -65,7 +64,7 @@ async def get_caller(
     return caller
 
 
-def get_request_meta(request: Request) -> RequestMeta:
+async def get_request_meta(request: Request) -> RequestMeta:
     return RequestMeta(
         request_id=getattr(request.state, "request_id", None),
         correlation_id=request.headers.get("x-correlation-id") or None,

@@ -48,6 +48,14 @@ class Settings(BaseSettings):
         True, description="Run background work (sequencer, followers, scheduler) in this process."
     )
     sequencer_poll_ms: int = Field(25, ge=1, le=10_000)
+    follower_window_ms: int = Field(
+        50,
+        ge=0,
+        le=10_000,
+        description="After new events wake a follower (history, webhook fan-out), it waits this long "
+        "so that one batch takes the events of the window together: fewer, larger transactions under "
+        "load, at the price of this much lag.",
+    )
     scheduler_interval_seconds: float = Field(
         60,
         ge=0,

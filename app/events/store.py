@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -74,6 +74,21 @@ class NewEvent:
     metadata: dict[str, Any] = field(default_factory=dict)
     occurred_at: datetime | None = None
     schema_version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """An inline projection statement with named bind parameters, and their values for this
+    append. Build the statement once and reuse it: SQLAlchemy memoises a statement object's cache
+    key, so a reused statement (and the append statement composed of it) is compiled once per
+    process instead of traversed and compiled for every command. Parameter names must be unique
+    across one append's writes (prefix them)."""
+
+    statement: sa.Executable
+    params: Mapping[str, Any]
+
+
+Also = sa.Executable | Write
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +202,9 @@ class EventStore:
         self.registry = registry
         self._appended = asyncio.Event()  # wakes the local sequencer
         self._positions_changed = asyncio.Event()  # wakes local followers
+        # Composed append statements of `Write`-only shapes, by the identity of their parts (the
+        # parts are kept in the value, so an id cannot be reused while its entry lives).
+        self._composed: dict[tuple[int, ...], tuple[sa.Executable, tuple[sa.Executable, ...]]] = {}
 
     # -- writing -------------------------------------------------------------------------
 
@@ -196,7 +214,7 @@ class EventStore:
         expected_version: int,
         new_events: Sequence[NewEvent],
         *,
-        also: Iterable[sa.Executable] = (),
+        also: Iterable[Also] = (),
     ) -> list[RecordedEvent]:
         """Append events to a stream that is at `expected_version` (0: the stream is new).
 
@@ -242,9 +260,9 @@ class EventStore:
         stream_id: str,
         expected: int,
         rows: list[dict[str, Any]],
-        also: list[sa.Executable],
+        also: list[Also],
     ) -> list[RecordedEvent]:
-        params = {
+        params: dict[str, Any] = {
             "stream_id": stream_id,
             "expected": expected,
             "recorded_at": rows[0]["recorded_at"],
@@ -258,14 +276,25 @@ class EventStore:
         insert = _APPEND_GUARDED if expected > 0 else _APPEND_NEW
         stmt: sa.Executable
         if also:
-            ctes = [insert.cte("appended")]
-            ctes += [s.cte(f"also_{i}") for i, s in enumerate(also)]  # type: ignore[attr-defined]
-            stmt = sa.select(sa.literal(1)).add_cte(*ctes)
+            parts = tuple(a.statement if isinstance(a, Write) else a for a in also)
+            for a in also:
+                if isinstance(a, Write):
+                    params.update(a.params)
+            reusable = all(isinstance(a, Write) for a in also)
+            key = (id(insert), *map(id, parts))
+            cached = self._composed.get(key) if reusable else None
+            if cached is None:
+                ctes = [insert.cte("appended")]
+                ctes += [s.cte(f"also_{i}") for i, s in enumerate(parts)]  # type: ignore[attr-defined]
+                stmt = sa.select(sa.literal(1)).add_cte(*ctes)
+                if reusable:
+                    self._composed[key] = (stmt, parts)
+            else:
+                stmt = cached[0]
         else:
             stmt = insert
         try:
-            async with self.db.autocommit() as conn:
-                await conn.execute(stmt, params)
+            await self.db.run(stmt, params)
         except sa.exc.IntegrityError as exc:
             # Which unique index a racing writer trips first (the events' or an inline
             # projection's) is up to PostgreSQL; what tells a race from a genuine violation is
@@ -286,7 +315,7 @@ class EventStore:
         stream_id: str,
         expected: int,
         rows: list[dict[str, Any]],
-        also: list[sa.Executable],
+        also: list[Also],
     ) -> list[RecordedEvent]:
         async with self.db.transaction() as conn:
             replay = await self._replayed(conn, stream_id, expected, rows)
@@ -304,7 +333,10 @@ class EventStore:
                 ],
             )
             for stmt in also:
-                await conn.execute(stmt)
+                if isinstance(stmt, Write):
+                    await conn.execute(stmt.statement, dict(stmt.params))
+                else:
+                    await conn.execute(stmt)
         self._positions_changed.set()
         return [_recorded(row, position) for row, position in zip(rows, ids, strict=True)]
 
@@ -588,7 +620,7 @@ def _recorded(row: dict[str, Any], position: int | None = None) -> RecordedEvent
 
 def _is_append_conflict(exc: sa.exc.IntegrityError) -> bool:
     """Whether an IntegrityError means "stream moved on" or "event id exists"."""
-    cause = getattr(exc.orig, "__cause__", None)
+    cause = getattr(exc.orig, "__cause__", None) or exc.orig
     constraint = getattr(cause, "constraint_name", None)
     column = getattr(cause, "column_name", None)
     table = getattr(cause, "table_name", None)

@@ -100,8 +100,7 @@ async def _caller(request: Request, key: str | None) -> Caller | None:
     key = _blank(key)
     if key is None:
         return None
-    async with request.app.state.db.read() as conn:
-        caller = await authenticate(conn, key)
+    caller = await authenticate(request.app.state.db, key)
     if caller is None:
         raise Open311Error(403, "the api_key is unknown or revoked")
     return caller
