@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -127,6 +128,29 @@ def serve(
         proxy_headers=False,
         server_header=False,
     )
+
+
+@cli.command()
+def worker() -> None:
+    """Run the background work only, without serving HTTP: the sequencer, the projection
+    followers, the webhook fan-out and senders, the scheduler. Start one (or more: they share the
+    work safely) next to API servers started with BACKGROUND=false. Stops on SIGTERM or Ctrl-C."""
+    settings = Settings().model_copy(update={"background": True})
+    _run(lambda: upgrade(settings.database_url))
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        async with services(settings) as svc:
+            console.print(
+                f"Dispatchroom worker: {len(svc.workers)} background loops on {settings.database_url}"
+            )
+            await svc.run_background(stop)
+        console.print("Worker stopped.")
+
+    _run(go)
 
 
 @cli.command()

@@ -195,6 +195,19 @@ class Services:
         ):
             setattr(app.state, name, getattr(self, name))
 
+    async def run_background(self, stop: asyncio.Event) -> None:
+        """Run every background worker of this process until `stop` is set, then cancel them
+        (the API processes' lifespan with BACKGROUND on, and `dispatchroom worker`)."""
+        tasks = [asyncio.create_task(worker(stop)) for worker in self.workers]
+        try:
+            await stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
     async def bootstrap(self) -> None:
         """Reference data every installation needs; idempotent and safe to run concurrently."""
         await self.directory.ensure_default_categories()
@@ -225,21 +238,18 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         app.state.stopping = stopping
         loop = asyncio.get_running_loop()
         undo_signals = on_server_exit(lambda: loop.call_soon_threadsafe(stopping.set))
-        tasks: list[asyncio.Task[Any]] = []
+        background: asyncio.Task[None] | None = None
         try:
             await services.bootstrap()
             if settings.background:
-                tasks += [asyncio.create_task(worker(stop)) for worker in services.workers]
+                background = asyncio.create_task(services.run_background(stop))
             yield
         finally:
             stopping.set()
             stop.set()
             undo_signals()
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            if background is not None:
+                await background
             await services.db.dispose()
 
     app = FastAPI(
