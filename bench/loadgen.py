@@ -85,9 +85,11 @@ async def run(
     make_request: Callable[[int, int], tuple[str, str, dict[str, object], dict[str, str]]],
     *,
     warmup: float = 1.0,
+    on_response: Callable[[int, int, int, bytes], None] | None = None,
 ) -> Outcome:
     """`make_request(client, i) -> (method, path, json_body, headers)` from `clients` keep-alive
-    connections for `seconds` after a warm-up; returns counts, statuses and latencies."""
+    connections for `seconds` after a warm-up; returns counts, statuses and latencies.
+    `on_response(client, i, status, body)` sees every response (the next request may depend on it)."""
     outcome = Outcome()
     start = time.perf_counter()
     measure_from = start + warmup
@@ -102,8 +104,10 @@ async def run(
                 method, path, body, headers = make_request(client, i)
                 i += 1
                 t = time.perf_counter()
-                status, _ = await conn.request(method, path, orjson.dumps(body), headers)
+                status, payload = await conn.request(method, path, orjson.dumps(body), headers)
                 outcome.total += 1
+                if on_response is not None:
+                    on_response(client, i - 1, status, payload)
                 if now >= measure_from:
                     outcome.count += 1
                     outcome.latencies.append(time.perf_counter() - t)

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.core.clock import Clock
@@ -125,6 +126,18 @@ def _submission_query() -> sa.Select[Any]:
 
 _SUBMISSION_QUERY = _submission_query()
 
+# `units_with_rooms` on PostgreSQL: arrays instead of IN lists keep one statement for any count.
+_ROUTING_UNITS = sa.select(units).where(
+    sa.or_(
+        units.c.kind == UnitKind.city_command_room.value,
+        units.c.id == sa.any_(sa.bindparam("ids", type_=postgresql.ARRAY(sa.String))),
+        sa.and_(
+            units.c.kind == UnitKind.district_dispatch_room.value,
+            units.c.district_id == sa.any_(sa.bindparam("districts", type_=postgresql.ARRAY(sa.String))),
+        ),
+    )
+)
+
 
 def _unprefixed(row: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     return {k[len(prefix) :]: v for k, v in row.items() if k.startswith(prefix)}
@@ -187,6 +200,9 @@ class Directory:
     ) -> dict[str, UnitRef]:
         """The given units, the city command room and the districts' dispatch rooms, in one query."""
         wanted, districts = sorted(set(ids)), sorted(set(district_ids))
+        if conn is None and self.db.is_postgres:  # the command path: one statement shape, on the driver
+            found = await self.db.fetch(_ROUTING_UNITS, {"ids": wanted, "districts": districts})
+            return {r["id"]: unit_from_row(SimpleNamespace(**r)) for r in found}
         cond = sa.or_(
             units.c.kind == UnitKind.city_command_room.value,
             units.c.id.in_(wanted) if wanted else sa.false(),

@@ -16,6 +16,7 @@ import contextlib
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -147,6 +148,29 @@ _APPEND_GUARDED = sa.text(
         "WHERE stream_id = CAST(:stream_id AS varchar) AND stream_version = CAST(:expected AS integer))"
     )
 ).columns()
+
+# One stream in version order (commands load their aggregate with it: built once, so compiled once
+# and run on the driver; see `Database.fetch`).
+_READ_STREAM = (
+    sa.select(
+        events.c.stream_id,
+        events.c.stream_version,
+        events.c.event_id,
+        events.c.type,
+        events.c.schema_version,
+        events.c.data,
+        events.c.meta.label("meta"),
+        events.c.occurred_at,
+        events.c.recorded_at,
+        event_positions.c.position,
+    )
+    .select_from(events.outerjoin(event_positions, event_positions.c.event_row == events.c.id))
+    .where(
+        events.c.stream_id == sa.bindparam("stream_id", type_=sa.String),
+        events.c.stream_version > sa.bindparam("after_version", type_=sa.Integer),
+    )
+    .order_by(events.c.stream_version)
+)
 
 _SCAN_SQL = """
 SELECT stream_id, stream_version, event_id, type, schema_version, data::text, {metadata}, occurred_at,
@@ -423,18 +447,13 @@ class EventStore:
     async def read_stream(
         self, stream_id: str, *, after_version: int = 0, conn: AsyncConnection | None = None
     ) -> list[RecordedEvent]:
-        stmt = (
-            sa.select(*_SELECT_COLUMNS, event_positions.c.position)
-            .select_from(events.outerjoin(event_positions, event_positions.c.event_row == events.c.id))
-            .where(events.c.stream_id == stream_id, events.c.stream_version > after_version)
-            .order_by(events.c.stream_version)
-        )
+        params = {"stream_id": stream_id, "after_version": after_version}
+        rows: list[Mapping[str, Any]]
         if conn is not None:
-            result = (await conn.execute(stmt)).all()
+            rows = [dict(r._mapping) for r in (await conn.execute(_READ_STREAM, params)).all()]
         else:
-            async with self.db.read() as own:
-                result = (await own.execute(stmt)).all()
-        return [self._from_row(r, r.position) for r in result]
+            rows = await self.db.fetch(_READ_STREAM, params)
+        return [self._from_row(SimpleNamespace(**r), r["position"]) for r in rows]
 
     async def read_streams(
         self, stream_ids: Collection[str], *, conn: AsyncConnection | None = None
