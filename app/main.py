@@ -139,6 +139,7 @@ class Services:
             max_overflow=settings.db_max_overflow,
             statement_timeout_ms=settings.db_statement_timeout_ms,
             sqlite_synchronous=settings.sqlite_synchronous,
+            prepared_statements=settings.db_prepared_statements,
         )
         self.store = EventStore(self.db, clock)
         self.directory = Directory(self.db, self.store, clock)

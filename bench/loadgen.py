@@ -86,6 +86,7 @@ async def run(
     *,
     warmup: float = 1.0,
     on_response: Callable[[int, int, int, bytes], None] | None = None,
+    max_requests: int | None = None,
 ) -> Outcome:
     """`make_request(client, i) -> (method, path, json_body, headers)` from `clients` keep-alive
     connections for `seconds` after a warm-up; returns counts, statuses and latencies.
@@ -100,7 +101,7 @@ async def run(
         await conn.open()
         i = 0
         try:
-            while (now := time.perf_counter()) < stop:
+            while (now := time.perf_counter()) < stop and (max_requests is None or i < max_requests):
                 method, path, body, headers = make_request(client, i)
                 i += 1
                 t = time.perf_counter()
@@ -118,5 +119,5 @@ async def run(
             await conn.close()
 
     await asyncio.gather(*(loop(c) for c in range(clients)))
-    outcome.seconds = time.perf_counter() - max(measure_from, start)
+    outcome.seconds = time.perf_counter() - min(max(measure_from, start), time.perf_counter())
     return outcome

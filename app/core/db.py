@@ -114,6 +114,7 @@ class Database:
         max_overflow: int = 10,
         statement_timeout_ms: int = 30_000,
         sqlite_synchronous: str = "FULL",
+        prepared_statements: bool = True,
         echo: bool = False,
     ) -> None:
         self.url = make_url(url)
@@ -143,11 +144,17 @@ class Database:
             server_settings = {"application_name": "dispatchroom"}
             if statement_timeout_ms:
                 server_settings["statement_timeout"] = str(statement_timeout_ms)
+            connect_args: dict[str, Any] = {"server_settings": server_settings, "timeout": 10}
+            pg_url = self.url
+            if not prepared_statements:  # a pooler in transaction mode: nothing named survives
+                connect_args["statement_cache_size"] = 0
+                connect_args["prepared_statement_name_func"] = lambda: ""
+                pg_url = pg_url.update_query_dict({"prepared_statement_cache_size": "0"})
             self.engine = create_async_engine(
-                self.url,
+                pg_url,
                 pool_size=pool_size,
                 max_overflow=max_overflow,
-                connect_args={"server_settings": server_settings, "timeout": 10},
+                connect_args=connect_args,
                 # Autocommit statements leave no transaction behind: no ROLLBACK round trip
                 # when such a connection goes back to the pool.
                 skip_autocommit_rollback=True,
