@@ -264,7 +264,8 @@ class Database:
                     ) from error
 
     async def run(self, stmt: sa.Executable, params: Mapping[str, Any]) -> None:
-        """Execute one statement that returns nothing, in autocommit."""
+        """Execute one statement that returns nothing, in autocommit. `stmt` must be built once
+        and reused (it is compiled and kept per process, by identity)."""
         if not self.is_postgres:
             async with self.autocommit() as conn:
                 await conn.execute(stmt, dict(params))
@@ -275,7 +276,8 @@ class Database:
             await driver.execute(compiled.sql, *args)
 
     async def fetch(self, stmt: sa.Executable, params: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-        """The rows of one statement, as mappings (column name -> value), in autocommit."""
+        """The rows of one statement, as mappings (column name -> value), in autocommit. `stmt`
+        must be built once and reused (as for `run`)."""
         if not self.is_postgres:
             async with self.read() as conn:
                 result = await conn.execute(stmt, dict(params))

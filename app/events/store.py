@@ -299,6 +299,7 @@ class EventStore:
         }
         insert = _APPEND_GUARDED if expected > 0 else _APPEND_NEW
         stmt: sa.Executable
+        reusable = False
         if also:
             parts = tuple(a.statement if isinstance(a, Write) else a for a in also)
             for a in also:
@@ -318,7 +319,11 @@ class EventStore:
         else:
             stmt = insert
         try:
-            await self.db.run(stmt, params)
+            if reusable or not also:
+                await self.db.run(stmt, params)  # built once per shape: compiled once, on the driver
+            else:  # composed for this append only (reference data): SQLAlchemy's own path
+                async with self.db.autocommit() as conn:
+                    await conn.execute(stmt, params)
         except sa.exc.IntegrityError as exc:
             # Which unique index a racing writer trips first (the events' or an inline
             # projection's) is up to PostgreSQL; what tells a race from a genuine violation is
