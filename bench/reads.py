@@ -6,6 +6,8 @@ has filled: e.g. 1,000,000 problems), or else a scratch database seeded here wit
 work on) answers:
 
 1. each read alone, `BENCH_REPEAT` times (default 20) from one client: p50 and p95;
+(`BENCH_OUR_ENV="BACKGROUND=false"` passes settings to the server.)
+
 2. a mix of all of them from 8 clients for `BENCH_SECONDS`, with 8 more clients submitting
    problems at the same time: throughput, and the server's resident memory (RSS, sampled every
    100 ms; the process and its children) at its peak.
@@ -25,7 +27,7 @@ import asyncpg
 
 from bench import loadgen
 from bench.common import PIDS, free_port, running, scratch_database
-from bench.http_append import ADMIN_KEY, body
+from bench.http_append import ADMIN_KEY, OUR_ENV, body
 
 REPEAT = int(os.environ.get("BENCH_REPEAT", "20"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
@@ -108,9 +110,8 @@ async def main() -> None:
         port = free_port()
         command = [os.path.join(BIN, "dispatchroom"), "serve", "--host", "127.0.0.1", "--port", str(port)]
         command += ["--log-level", "warning"]
-        async with running(
-            command, {"DATABASE_URL": url, "ADMIN_API_KEY": ADMIN_KEY}, port, "/healthz"
-        ) as base:
+        env = {"DATABASE_URL": url, "ADMIN_API_KEY": ADMIN_KEY, **OUR_ENV}
+        async with running(command, env, port, "/healthz") as base:
             pid = PIDS[base]
             print(f"# server RSS after start: {rss_mb(pid):.0f} MiB")
             host, port_text = base.removeprefix("http://").split(":")

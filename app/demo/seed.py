@@ -66,6 +66,7 @@ from app.webhooks.fanout import Fanout
 
 SEED_DISTRICTS = 10
 CHUNK = 2_000  # problems per generator transaction
+SEQUENCE_BATCH = 20_000  # events per sequencer pass (each pass one statement, within the timeout)
 YEARS = 2.0  # the span of submission times, ending now
 SEED_CALLER = Caller(key_id="seed", name="种子数据", role=Role.admin)
 SEED_ACTOR = Actor(id=SEED_CALLER.key_id, role=Role.admin)
@@ -380,11 +381,17 @@ async def seed(
             n, e = await future
             done += n
             events += e
-            await services.store.sequence(100_000)  # positions keep up with the commits
+            await services.store.sequence(SEQUENCE_BATCH)  # positions keep up with the commits
             if progress:
                 progress(done, events)
+    await finish(services, say)
+    return SeedReport(problems, events, loop.time() - started)
+
+
+async def finish(services: Services, say: Callable[[str], None]) -> None:
+    """Number what is left, move the followers past the seeded history, VACUUM ANALYZE."""
     say("positions")
-    while await services.store.sequence(100_000):
+    while await services.store.sequence(SEQUENCE_BATCH):
         pass
     async with services.db.transaction() as conn:
         head = (await conn.execute(sa.select(event_sequencer.c.last_position))).scalar() or 0
@@ -396,7 +403,6 @@ async def seed(
         tables = [t.name for p in problem_projections(services.calendar) for t in p.tables]
         for table in ("events", "event_positions", *tables):
             await conn.exec_driver_sql(f"VACUUM (ANALYZE) {table}")
-    return SeedReport(problems, events, loop.time() - started)
 
 
 def default_settings() -> Settings:
