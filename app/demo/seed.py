@@ -23,13 +23,12 @@ not announce it). Run it against a database no server is using.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import math
 import os
 import random
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -320,7 +319,7 @@ async def _write_chunk(city: SeedCity, index: int, count: int) -> tuple[int, int
             ]
         conn = await asyncpg.connect(city.dsn)
         try:
-            async with _seeded_before(), conn.transaction():
+            async with conn.transaction():
                 tx_id = await conn.fetchval("SELECT pg_current_xact_id()")
                 await conn.copy_records_to_table(
                     "events", records=[(*row, tx_id) for row in event_rows], columns=EVENT_COLUMNS
@@ -328,21 +327,13 @@ async def _write_chunk(city: SeedCity, index: int, count: int) -> tuple[int, int
                 for table, rows in table_rows.items():
                     columns, records = copy_records(table, rows)
                     await conn.copy_records_to_table(table, records=records, columns=columns)
+        except asyncpg.UniqueViolationError:
+            return -1, 0  # this chunk of this seed is stored already (an exception would not pickle)
         finally:
             await conn.close()
         return count, len(event_rows)
     finally:
         gc.enable()
-
-
-@contextlib.asynccontextmanager
-async def _seeded_before() -> AsyncIterator[None]:
-    try:
-        yield
-    except asyncpg.UniqueViolationError:
-        raise AppError(
-            "validation_failed", "this --seed was written to this database already: choose another"
-        ) from None
 
 
 # -- the whole run ------------------------------------------------------------------------------
@@ -379,6 +370,10 @@ async def seed(
         pending = [loop.run_in_executor(pool, generate_chunk, city, i, n) for i, n in enumerate(sizes)]
         for future in asyncio.as_completed(pending):
             n, e = await future
+            if n < 0:
+                raise AppError(
+                    "validation_failed", "this --seed was written to this database already: choose another"
+                )
             done += n
             events += e
             await services.store.sequence(SEQUENCE_BATCH)  # positions keep up with the commits
