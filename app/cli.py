@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -137,6 +138,29 @@ def serve(
         proxy_headers=False,
         server_header=False,
     )
+
+
+@cli.command()
+def worker() -> None:
+    """Run the background work only, without serving HTTP: the sequencer, the projection
+    followers, the webhook fan-out and senders, the scheduler. Start one (or more: they share the
+    work safely) next to API servers started with BACKGROUND=false. Stops on SIGTERM or Ctrl-C."""
+    settings = Settings().model_copy(update={"background": True})
+    _run(lambda: upgrade(settings.database_url))
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        async with services(settings) as svc:
+            console.print(
+                f"Dispatchroom worker: {len(svc.workers)} background loops on {settings.database_url}"
+            )
+            await svc.run_background(stop)
+        console.print("Worker stopped.")
+
+    _run(go)
 
 
 @cli.command()
@@ -368,10 +392,15 @@ def projections_status() -> None:
     _print_rows(columns, rows)
 
 
-class _EventsPerSecond(ProgressColumn):
+class _PerSecond(ProgressColumn):
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self.unit = unit
+
     def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed
-        return Text(f"{speed:,.0f} events/s" if speed else "… events/s", style="progress.data.speed")
+        text = f"{speed:,.0f} {self.unit}/s" if speed else f"… {self.unit}/s"
+        return Text(text, style="progress.data.speed")
 
 
 @projections_cli.command("rebuild")
@@ -391,7 +420,7 @@ def projections_rebuild(
                     TextColumn("{task.description}"),
                     BarColumn(),
                     MofNCompleteColumn(),
-                    _EventsPerSecond(),
+                    _PerSecond("events"),
                     TimeElapsedColumn(),
                     TimeRemainingColumn(),
                     console=console,
@@ -412,6 +441,65 @@ def projections_rebuild(
                     f"swapped in {report.swap_seconds * 1000:.0f} ms"
                     + (f"; follower resumes at {report.checkpoint}" if report.checkpoint is not None else "")
                 )
+
+    try:
+        _run(go)
+    except AppError as exc:
+        console.print(f"[red]{exc.code}[/]: {exc.detail}")
+        raise typer.Exit(2) from None
+
+
+@cli.command()
+def seed(
+    problems: Annotated[int, typer.Option(min=1, help="How many problems to write.")] = 100_000,
+    seed_value: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same history).")] = 1,
+    processes: Annotated[
+        int | None, typer.Option(min=1, help="Generator processes (default: one per CPU).")
+    ] = None,
+    enterprises_per_district: Annotated[
+        int, typer.Option(min=1, help="Enterprises per district when the city is created.")
+    ] = 300,
+) -> None:
+    """Write a synthetic, realistic history of N problems (PostgreSQL, COPY): the ten-district demo
+    city if the database has no units yet, then problems decided by the real decider in the
+    practice's proportions (3 % solved on the spot, 70 % at the district, 25 % at the city), with
+    the automatic actions they would have received. Run it on a database no server is using."""
+    from app.demo.seed import seed as run_seed
+
+    settings = Settings(background=False)
+    _run(lambda: upgrade(settings.database_url))
+
+    async def go() -> None:
+        async with services(settings) as svc:
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                _PerSecond("problems"),
+                TextColumn("{task.fields[events]:,} events"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=console,
+                transient=not console.is_terminal,
+            ) as progress:
+                task = progress.add_task("problems", total=problems, events=0)
+
+                def advance(done: int, events: int) -> None:
+                    progress.update(task, completed=done, events=events)
+
+                report = await run_seed(
+                    svc,
+                    problems,
+                    seed_value=seed_value,
+                    processes=processes,
+                    enterprises_per_district=enterprises_per_district,
+                    progress=advance,
+                    phase=lambda text: progress.console.print(f"[dim]… {text}[/]"),
+                )
+        console.print(
+            f"Seeded {report.problems:,} problems ({report.events:,} events) in {report.seconds:.0f} s "
+            f"({report.problems / report.seconds:,.0f} problems/s)."
+        )
 
     try:
         _run(go)

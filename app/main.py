@@ -169,6 +169,7 @@ class Services:
             max_overflow=settings.db_max_overflow,
             statement_timeout_ms=settings.db_statement_timeout_ms,
             sqlite_synchronous=settings.sqlite_synchronous,
+            prepared_statements=settings.db_prepared_statements,
         )
         self.store = EventStore(self.db, clock)
         self.directory = Directory(self.db, self.store, clock)
@@ -188,7 +189,9 @@ class Services:
             )
         self.problems = ProblemService(self.db, self.store, self.directory, self.rules, self.calendar, clock)
         # Read models: inline ones (written with the events) and followers (run as workers).
-        self.projections = Projections(self.db, self.store, clock)
+        self.projections = Projections(
+            self.db, self.store, clock, window_seconds=settings.follower_window_ms / 1000
+        )
         for projection in problem_projections(self.calendar):
             self.projections.add(projection)
         self.workers.extend(self.projections.workers())
@@ -226,6 +229,19 @@ class Services:
         ):
             setattr(app.state, name, getattr(self, name))
 
+    async def run_background(self, stop: asyncio.Event) -> None:
+        """Run every background worker of this process until `stop` is set, then cancel them
+        (the API processes' lifespan with BACKGROUND on, and `dispatchroom worker`)."""
+        tasks = [asyncio.create_task(worker(stop)) for worker in self.workers]
+        try:
+            await stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
     async def bootstrap(self) -> None:
         """Reference data every installation needs; idempotent and safe to run concurrently."""
         await self.directory.ensure_default_categories()
@@ -256,27 +272,23 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         app.state.stopping = stopping
         loop = asyncio.get_running_loop()
         undo_signals = on_server_exit(lambda: loop.call_soon_threadsafe(stopping.set))
-        tasks: list[asyncio.Task[Any]] = []
+        background: asyncio.Task[None] | None = None
         try:
             await services.bootstrap()
             if settings.background:
-                tasks += [asyncio.create_task(worker(stop)) for worker in services.workers]
+                background = asyncio.create_task(services.run_background(stop))
             yield
         finally:
             stopping.set()
             stop.set()
             undo_signals()
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
+            if background is not None:
                 try:
-                    await task
-                except asyncio.CancelledError:
-                    pass
+                    await background
                 except Exception:
                     # Cancelled while connecting, the driver reports a TimeoutError rather than
                     # the cancellation: shutting down goes on regardless.
-                    log.warning("a background task ended with an error at shutdown", exc_info=True)
+                    log.warning("background work ended with an error at shutdown", exc_info=True)
             await services.db.dispose()
 
     app = FastAPI(

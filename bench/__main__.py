@@ -5,7 +5,15 @@ from __future__ import annotations
 import asyncio
 import importlib
 
-BENCHMARKS = ["bench.store_append", "bench.scheduler_due", "bench.webhooks", "bench.projections"]
+BENCHMARKS = [
+    "bench.store_append",
+    "bench.http_append",
+    "bench.commands",
+    "bench.scheduler_due",
+    "bench.webhooks",
+    "bench.projections",
+    "bench.reads",
+]
 
 for name in BENCHMARKS:
     print(f"\n## {name}")

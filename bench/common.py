@@ -90,6 +90,32 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+PIDS: dict[str, int] = {}  # base URL -> pid of each server `running` started
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and all its descendants (Linux /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    times: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry))
+        times[int(entry)] = (int(fields[11]) + int(fields[12])) / ticks
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += times.get(p, 0.0)
+        todo += children.get(p, [])
+    return total
+
+
 @asynccontextmanager
 async def running(
     command: list[str], env: dict[str, str], port: int, health: str = "/docs"
@@ -117,8 +143,10 @@ async def running(
                 await asyncio.sleep(0.1)
             else:
                 raise TimeoutError(f"{' '.join(command)} did not start")
+        PIDS[base] = proc.pid
         yield base
     finally:
+        PIDS.pop(base, None)
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=20)

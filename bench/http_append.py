@@ -12,11 +12,12 @@ against the same PostgreSQL; the load generator (bench/loadgen.py) shares the ma
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 
 from bench import loadgen
-from bench.common import free_port, running, scratch_database
+from bench.common import PIDS, cpu_seconds, free_port, running, scratch_database
 
 WORKERS = os.environ.get("BENCH_WORKERS", "1")
 SECONDS = float(os.environ.get("BENCH_SECONDS", "8"))
@@ -55,120 +56,143 @@ def body(codes: list[str], client: int, i: int) -> dict[str, object]:
     }
 
 
-async def measure_server(
-    name: str, base: str, path: str, headers: dict[str, str], codes: list[str]
-) -> dict[int, loadgen.Outcome]:
+SERVERS = os.environ.get("BENCH_HTTP_SERVERS", "ceiling,dispatchroom,eventsourcing").split(",")
+# Extra settings for the Dispatchroom server, e.g. BENCH_OUR_ENV="BACKGROUND=false".
+OUR_ENV = dict(kv.split("=", 1) for kv in os.environ.get("BENCH_OUR_ENV", "").split() if "=" in kv)
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
+
+
+def merge(outcomes: list[loadgen.Outcome]) -> loadgen.Outcome:
+    total = loadgen.Outcome()
+    for o in outcomes:
+        total.count += o.count
+        total.errors += o.errors
+        total.seconds += o.seconds
+        total.server_cpu += o.server_cpu
+        total.total += o.total
+        total.latencies += o.latencies
+        for status, n in o.statuses.items():
+            total.statuses[status] = total.statuses.get(status, 0) + n
+    return total
+
+
+def uvicorn_command(target: str, port: int) -> list[str]:
+    return [
+        PYTHON,
+        "-m",
+        "uvicorn",
+        target,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        WORKERS,
+        "--log-level",
+        "warning",
+    ]
+
+
+def server_specs(url: str, dsn: str) -> dict[str, tuple[list[str], dict[str, str], str, str, dict[str, str]]]:
+    """name -> (command, environment, health path, append path, headers) of each server under test."""
+    name = dsn.rsplit("/", 1)[1]
+    es_env = {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": name,
+        "POSTGRES_HOST": "127.0.0.1",
+        "POSTGRES_PORT": "5432",
+        "POSTGRES_USER": "postgres",
+        "POSTGRES_PASSWORD": "",
+        "CREATE_TABLE": "y",
+        "POSTGRES_POOL_SIZE": "10",
+    }
+    ours = [os.path.join(BIN, "dispatchroom"), "serve", "--host", "127.0.0.1", "--port", "{port}"]
+    ours += ["--workers", WORKERS, "--log-level", "warning"]
+    return {
+        "ceiling": (
+            uvicorn_command("bench.ceiling_app:app", 0),
+            {"CEILING_DSN": dsn},
+            "/docs",
+            "/append",
+            {},
+        ),
+        "dispatchroom": (
+            ours,
+            {"DATABASE_URL": url, "ADMIN_API_KEY": ADMIN_KEY, **OUR_ENV},
+            "/healthz",
+            "/v1/problems",
+            {"Authorization": f"Bearer {ADMIN_KEY}"},
+        ),
+        "eventsourcing": (
+            uvicorn_command("bench.eventsourcing_app:app", 0),
+            es_env,
+            "/docs",
+            "/problems",
+            {},
+        ),
+    }
+
+
+async def measure_once(
+    base: str, path: str, headers: dict[str, str], codes: list[str], clients: int
+) -> loadgen.Outcome:
     host, port = base.removeprefix("http://").split(":")
-    results = {}
-    for clients in LEVELS:
-        outcome = await loadgen.run(
-            host,
-            int(port),
-            clients,
-            SECONDS,
-            lambda c, i: ("POST", path, body(codes, c, i), headers),
-        )
-        results[clients] = outcome
-        ok = sum(n for s, n in outcome.statuses.items() if s < 300)
-        print(
-            f"{name:16s} {clients:3d} clients  {outcome.rate:8.0f} req/s"
-            f"  p50 {outcome.percentile(0.5):6.1f} ms"
-            f"  p99 {outcome.percentile(0.99):6.1f} ms  ok {ok}/{outcome.count}",
-            flush=True,
-        )
-    return results
+    cpu = cpu_seconds(PIDS[base])
+    outcome = await loadgen.run(
+        host, int(port), clients, SECONDS, lambda c, i: ("POST", path, body(codes, c, i), headers)
+    )
+    outcome.server_cpu = cpu_seconds(PIDS[base]) - cpu
+    return outcome
+
+
+def line(name: str, clients: int, outcome: loadgen.Outcome) -> str:
+    ok = sum(n for s, n in outcome.statuses.items() if s < 300)
+    return (
+        f"{name:16s} {clients:3d} clients  {outcome.rate:8.0f} req/s"
+        f"  p50 {outcome.percentile(0.5):6.1f} ms"
+        f"  p99 {outcome.percentile(0.99):6.1f} ms  ok {ok}/{outcome.count}"
+        f"  server CPU {outcome.server_cpu / max(outcome.total, 1) * 1000:5.2f} ms/req"
+    )
 
 
 async def main() -> None:
     async with scratch_database("dr_bench_http") as (url, dsn):
         codes = await prepare(url)
-        name = dsn.rsplit("/", 1)[1]
-        print(f"# uvicorn workers per server: {WORKERS}; {SECONDS:.0f} s per level after 1 s warm-up")
-        results = {}
-
-        port = free_port()
-        async with running(
-            [
-                PYTHON,
-                "-m",
-                "uvicorn",
-                "bench.ceiling_app:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                WORKERS,
-                "--log-level",
-                "warning",
-            ],
-            {"CEILING_DSN": dsn},
-            port,
-        ) as base:
-            results["ceiling"] = await measure_server("ceiling", base, "/append", {}, codes)
-
-        port = free_port()
-        async with running(
-            [
-                os.path.join(BIN, "dispatchroom"),
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                WORKERS,
-                "--log-level",
-                "warning",
-            ],
-            {"DATABASE_URL": url, "ADMIN_API_KEY": ADMIN_KEY},
-            port,
-            "/healthz",
-        ) as base:
-            results["dispatchroom"] = await measure_server(
-                "dispatchroom", base, "/v1/problems", {"Authorization": f"Bearer {ADMIN_KEY}"}, codes
-            )
-
-        port = free_port()
-        es_env = {
-            "PERSISTENCE_MODULE": "eventsourcing.postgres",
-            "POSTGRES_DBNAME": name,
-            "POSTGRES_HOST": "127.0.0.1",
-            "POSTGRES_PORT": "5432",
-            "POSTGRES_USER": "postgres",
-            "POSTGRES_PASSWORD": "",
-            "CREATE_TABLE": "y",
-            "POSTGRES_POOL_SIZE": "10",
-        }
-        async with running(
-            [
-                PYTHON,
-                "-m",
-                "uvicorn",
-                "bench.eventsourcing_app:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                WORKERS,
-                "--log-level",
-                "warning",
-            ],
-            es_env,
-            port,
-        ) as base:
-            results["eventsourcing"] = await measure_server("eventsourcing", base, "/problems", {}, codes)
+        print(
+            f"# uvicorn workers per server: {WORKERS}; servers {', '.join(SERVERS)} all running, measured "
+            f"in turn, {ROUNDS} rounds of {SECONDS:.0f} s per level (after 1 s warm-up each)"
+        )
+        specs = server_specs(url, dsn)
+        results: dict[str, dict[int, loadgen.Outcome]] = {}
+        async with contextlib.AsyncExitStack() as stack:
+            bases: dict[str, tuple[str, str, dict[str, str]]] = {}
+            for name in SERVERS:
+                command, env, health, path, headers = specs[name]
+                port = free_port()
+                command = [str(port) if a in ("0", "{port}") else a for a in command]
+                base = await stack.enter_async_context(running(command, env, port, health))
+                bases[name] = (base, path, headers)
+            for clients in LEVELS:
+                runs: dict[str, list[loadgen.Outcome]] = {name: [] for name in SERVERS}
+                for _ in range(ROUNDS):  # interleaved, so that the machine's load hits all alike
+                    for name in SERVERS:
+                        base, path, headers = bases[name]
+                        runs[name].append(await measure_once(base, path, headers, codes, clients))
+                for name in SERVERS:
+                    results.setdefault(name, {})[clients] = merge(runs[name])
+                    print(line(name, clients, results[name][clients]), flush=True)
 
         print()
         for clients in LEVELS:
-            ours = results["dispatchroom"][clients]
-            print(
-                f"{clients:3d} clients: "
-                f"dispatchroom / ceiling {ours.rate / results['ceiling'][clients].rate:5.2f}"
-                f"   dispatchroom / eventsourcing {ours.rate / results['eventsourcing'][clients].rate:5.2f}"
-                f"   dispatchroom p99 {ours.percentile(0.99):.1f} ms"
-            )
+            parts = [f"{clients:3d} clients:"]
+            ours = results.get("dispatchroom", {}).get(clients)
+            if ours is None:
+                continue
+            for peer in ("ceiling", "eventsourcing"):
+                if peer in results:
+                    parts.append(f"dispatchroom / {peer} {ours.rate / results[peer][clients].rate:5.2f}")
+            parts.append(f"dispatchroom p99 {ours.percentile(0.99):.1f} ms")
+            print("   ".join(parts))
 
 
 if __name__ == "__main__":

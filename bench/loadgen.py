@@ -23,6 +23,8 @@ class Outcome:
     statuses: dict[int, int] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    total: int = 0  # requests sent, warm-up included (what the server's CPU time was spent on)
+    server_cpu: float = 0.0  # filled in by the caller that knows the server's process
 
     @property
     def rate(self) -> float:
@@ -83,9 +85,12 @@ async def run(
     make_request: Callable[[int, int], tuple[str, str, dict[str, object], dict[str, str]]],
     *,
     warmup: float = 1.0,
+    on_response: Callable[[int, int, int, bytes], None] | None = None,
+    max_requests: int | None = None,
 ) -> Outcome:
     """`make_request(client, i) -> (method, path, json_body, headers)` from `clients` keep-alive
-    connections for `seconds` after a warm-up; returns counts, statuses and latencies."""
+    connections for `seconds` after a warm-up; returns counts, statuses and latencies.
+    `on_response(client, i, status, body)` sees every response (the next request may depend on it)."""
     outcome = Outcome()
     start = time.perf_counter()
     measure_from = start + warmup
@@ -96,11 +101,14 @@ async def run(
         await conn.open()
         i = 0
         try:
-            while (now := time.perf_counter()) < stop:
+            while (now := time.perf_counter()) < stop and (max_requests is None or i < max_requests):
                 method, path, body, headers = make_request(client, i)
                 i += 1
                 t = time.perf_counter()
-                status, _ = await conn.request(method, path, orjson.dumps(body), headers)
+                status, payload = await conn.request(method, path, orjson.dumps(body), headers)
+                outcome.total += 1
+                if on_response is not None:
+                    on_response(client, i - 1, status, payload)
                 if now >= measure_from:
                     outcome.count += 1
                     outcome.latencies.append(time.perf_counter() - t)
@@ -111,5 +119,5 @@ async def run(
             await conn.close()
 
     await asyncio.gather(*(loop(c) for c in range(clients)))
-    outcome.seconds = time.perf_counter() - max(measure_from, start)
+    outcome.seconds = time.perf_counter() - min(max(measure_from, start), time.perf_counter())
     return outcome

@@ -15,7 +15,7 @@ from app.core.security import Role
 router = APIRouter(prefix="/v1", tags=["api keys"])
 
 
-def get_keys(request: Request) -> Keys:
+async def get_keys(request: Request) -> Keys:
     keys: Keys = request.app.state.keys
     return keys
 

@@ -38,8 +38,7 @@ async def board_caller(request: Request, token: str | None = None) -> Caller:
         raise AppError("unauthorized", "open the board with its link, or send a key")
     if len(token) > 200:
         raise AppError("unauthorized", "the key is unknown or revoked")
-    async with request.app.state.db.read() as conn:
-        caller = await authenticate(conn, token, board=True)
+    caller = await authenticate(request.app.state.db, token, board=True)
     if caller is None:
         raise AppError("unauthorized", "the key is unknown or revoked")
     if caller.role not in BOARD_ROLES:

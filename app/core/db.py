@@ -5,7 +5,11 @@ SQLite and PostgreSQL, and the two ways of talking to the database:
   that writers queue on the file lock instead of failing with "database is locked" when a
   deferred read transaction tries to upgrade);
 * `Database.autocommit()`: a connection without BEGIN/COMMIT round trips, for single statements
-  that are atomic on their own (the PostgreSQL append path).
+  that are atomic on their own;
+* `Database.run()` / `Database.fetch()`: one autocommit statement on the hot paths (the append,
+  the caller's key, a submission's references). On PostgreSQL the statement (SQLAlchemy Core,
+  built once) is compiled once per process and sent straight to asyncpg, skipping SQLAlchemy's
+  per-execution work; errors are translated to SQLAlchemy's exceptions as usual.
 
 Tables are SQLAlchemy Core `Table`s registered on the one `metadata` below; no ORM.
 """
@@ -16,6 +20,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -90,6 +95,15 @@ def _json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    statement: sa.Executable  # kept alive, so that its id() stays its own
+    sql: str
+    names: tuple[str, ...]
+    compiled: Any
+    processors: Mapping[str, Any]
+
+
 class _NoDebugRecords(logging.Filter):
     """Drops the DEBUG records of the database libraries: SQLAlchemy's print result rows and
     aiosqlite's the arguments of every call, and both would show webhook secrets."""
@@ -119,6 +133,7 @@ class Database:
         max_overflow: int = 10,
         statement_timeout_ms: int = 30_000,
         sqlite_synchronous: str = "FULL",
+        prepared_statements: bool = True,
         echo: bool = False,
     ) -> None:
         self.url = make_url(url)
@@ -127,6 +142,7 @@ class Database:
             raise ValueError(f"unsupported database {self.backend!r}: use sqlite or postgresql")
         self._write_lock = asyncio.Lock()  # SQLite: one writer at a time within this process
         _quiet_database_logs()
+        self._compiled: dict[int, _Compiled] = {}
         common: dict[str, Any] = {
             "echo": echo,
             # Statement parameters stay out of logs and error messages: they carry webhook
@@ -151,11 +167,17 @@ class Database:
             server_settings = {"application_name": "dispatchroom"}
             if statement_timeout_ms:
                 server_settings["statement_timeout"] = str(statement_timeout_ms)
+            connect_args: dict[str, Any] = {"server_settings": server_settings, "timeout": 10}
+            pg_url = self.url
+            if not prepared_statements:  # a pooler in transaction mode: nothing named survives
+                connect_args["statement_cache_size"] = 0
+                connect_args["prepared_statement_name_func"] = lambda: ""
+                pg_url = pg_url.update_query_dict({"prepared_statement_cache_size": "0"})
             self.engine = create_async_engine(
-                self.url,
+                pg_url,
                 pool_size=pool_size,
                 max_overflow=max_overflow,
-                connect_args={"server_settings": server_settings, "timeout": 10},
+                connect_args=connect_args,
                 # Autocommit statements leave no transaction behind: no ROLLBACK round trip
                 # when such a connection goes back to the pool.
                 skip_autocommit_rollback=True,
@@ -222,6 +244,71 @@ class Database:
             else:  # no BEGIN/ROLLBACK round trips around a read
                 await conn.execution_options(isolation_level="AUTOCOMMIT")
             yield conn
+
+    # -- the hot path: one statement, compiled once, run on the driver (PostgreSQL) ------------
+
+    def _compile(self, stmt: sa.Executable) -> _Compiled:
+        found = self._compiled.get(id(stmt))
+        if found is None or found.statement is not stmt:
+            compiled: Any = stmt.compile(dialect=self.engine.dialect)  # type: ignore[attr-defined]
+            if any(b.expanding for b in compiled.binds.values()):
+                raise ValueError("expanding parameters cannot run on the driver; use = ANY(:array)")
+            found = _Compiled(
+                stmt, compiled.string, tuple(compiled.positiontup or ()), compiled, compiled._bind_processors
+            )
+            self._compiled[id(stmt)] = found
+        return found
+
+    def _args(self, compiled: _Compiled, params: Mapping[str, Any]) -> list[Any]:
+        values = compiled.compiled.construct_params(params, _check=False)
+        processors = compiled.processors
+        return [
+            processors[name](values[name]) if name in processors else values[name] for name in compiled.names
+        ]
+
+    @asynccontextmanager
+    async def _driver(self) -> AsyncIterator[Any]:
+        """The pooled asyncpg connection (autocommit), with driver errors raised as SQLAlchemy's."""
+        async with self.engine.connect() as conn:
+            fairy = await conn.get_raw_connection()
+            adapted: Any = fairy.dbapi_connection
+            try:
+                yield adapted.driver_connection
+            except Exception as error:
+                dbapi = self.engine.dialect.loaded_dbapi
+                try:
+                    adapted._handle_exception(error)  # raises the DBAPI-level translation
+                except dbapi.Error as translated:
+                    disconnect = self.engine.dialect.is_disconnect(translated, adapted, None)
+                    if disconnect:
+                        await conn.invalidate(translated)
+                    raise sa.exc.DBAPIError.instance(
+                        None, None, translated, dbapi.Error, connection_invalidated=disconnect
+                    ) from error
+
+    async def run(self, stmt: sa.Executable, params: Mapping[str, Any]) -> None:
+        """Execute one statement that returns nothing, in autocommit. `stmt` must be built once
+        and reused (it is compiled and kept per process, by identity)."""
+        if not self.is_postgres:
+            async with self.autocommit() as conn:
+                await conn.execute(stmt, dict(params))
+            return
+        compiled = self._compile(stmt)
+        args = self._args(compiled, params)
+        async with self._driver() as driver:
+            await driver.execute(compiled.sql, *args)
+
+    async def fetch(self, stmt: sa.Executable, params: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+        """The rows of one statement, as mappings (column name -> value), in autocommit. `stmt`
+        must be built once and reused (as for `run`)."""
+        if not self.is_postgres:
+            async with self.read() as conn:
+                result = await conn.execute(stmt, dict(params))
+                return [dict(row._mapping) for row in result.all()]
+        compiled = self._compile(stmt)
+        args = self._args(compiled, params)
+        async with self._driver() as driver:
+            return list(await driver.fetch(compiled.sql, *args))
 
     async def dispose(self) -> None:
         await self.engine.dispose()

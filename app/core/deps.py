@@ -30,17 +30,17 @@ bearer = HTTPBearer(
 )
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_db(request: Request) -> Database:
+async def get_db(request: Request) -> Database:
     db: Database = request.app.state.db
     return db
 
 
-def get_clock(request: Request) -> Clock:
+async def get_clock(request: Request) -> Clock:
     clock: Clock = request.app.state.clock
     return clock
 
@@ -48,8 +48,7 @@ def get_clock(request: Request) -> Clock:
 async def identify(request: Request, presented: str) -> Caller | None:
     """The caller a presented key belongs to (None: unknown or revoked), counted against its
     rate limit (429 `rate_limited` over it). Every way of presenting a key comes here."""
-    async with get_db(request).read() as conn:
-        caller = await authenticate(conn, presented)
+    caller = await authenticate(request.app.state.db, presented)
     limiter: RateLimiter | None = getattr(request.app.state, "limiter", None)
     if caller is not None and caller.role is not None and limiter is not None and limiter.enabled:
         limiter.check(request.scope.setdefault("state", {}), caller.key_id, caller.role.value)
@@ -77,7 +76,7 @@ async def get_caller(
     return caller
 
 
-def get_request_meta(request: Request) -> RequestMeta:
+async def get_request_meta(request: Request) -> RequestMeta:
     return RequestMeta(
         request_id=getattr(request.state, "request_id", None),
         correlation_id=request.headers.get("x-correlation-id") or None,

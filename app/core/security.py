@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.core.db import JSONType, UTCDateTime, metadata
+from app.core.db import Database, JSONType, UTCDateTime, metadata
 
 KEY_PREFIX = "dr_"
 
@@ -93,25 +92,28 @@ def key_hint(key: str) -> str:
     return key[:7] + "…" if len(key) > 10 else "…"
 
 
-async def authenticate(conn: AsyncConnection, presented: str, *, board: bool = False) -> Caller | None:
+# Built once: every request runs it (see `Database.fetch`).
+_BY_HASH = sa.select(api_keys).where(
+    api_keys.c.key_hash == sa.bindparam("digest", type_=sa.String), api_keys.c.revoked_at.is_(None)
+)
+
+
+async def authenticate(db: Database, presented: str, *, board: bool = False) -> Caller | None:
     """The caller a presented key belongs to, or None (unknown or revoked). A wall-board token
     (permission `board`) is a caller only where `board` is asked for: the board's pages."""
     digest = hash_key(presented)
-    row = (
-        await conn.execute(
-            sa.select(api_keys).where(api_keys.c.key_hash == digest, api_keys.c.revoked_at.is_(None))
-        )
-    ).first()
-    if row is None or not hmac.compare_digest(row.key_hash, digest):
+    rows = await db.fetch(_BY_HASH, {"digest": digest})
+    if not rows or not hmac.compare_digest(rows[0]["key_hash"], digest):
         return None
-    if Permission.board.value in (row.permissions or ()) and not board:
+    row = rows[0]
+    if Permission.board.value in (row["permissions"] or ()) and not board:
         return None
     return Caller(
-        key_id=row.id,
-        name=row.name,
-        role=Role(row.role),
-        unit_id=row.unit_id,
-        district_id=row.district_id,
-        source=row.source,
-        permissions=frozenset(row.permissions or ()),
+        key_id=row["id"],
+        name=row["name"],
+        role=Role(row["role"]),
+        unit_id=row["unit_id"],
+        district_id=row["district_id"],
+        source=row["source"],
+        permissions=frozenset(row["permissions"] or ()),
     )

@@ -68,6 +68,12 @@ class Settings(BaseSettings):
     database_url: str = Field(DEFAULT_DATABASE_URL, description="SQLAlchemy URL of the database.")
     db_pool_size: int = Field(10, ge=1, le=200)
     db_max_overflow: int = Field(10, ge=0, le=200)
+    db_prepared_statements: bool = Field(
+        True,
+        description="Cache prepared statements per connection (PostgreSQL). `false` behind a pooler in "
+        "transaction mode that does not track them (PgBouncer before 1.21, or without "
+        "max_prepared_statements): statements are then prepared unnamed, each time.",
+    )
     db_statement_timeout_ms: int = Field(30_000, ge=0, description="PostgreSQL statement timeout.")
     sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "FULL"
 
@@ -81,6 +87,14 @@ class Settings(BaseSettings):
         True, description="Run background work (sequencer, followers, scheduler) in this process."
     )
     sequencer_poll_ms: int = Field(25, ge=1, le=10_000)
+    follower_window_ms: int = Field(
+        50,
+        ge=0,
+        le=10_000,
+        description="After new events wake a follower (history, webhook fan-out), it waits this long "
+        "so that one batch takes the events of the window together: fewer, larger transactions under "
+        "load, at the price of this much lag.",
+    )
     scheduler_interval_seconds: float = Field(
         60,
         ge=0,

@@ -106,8 +106,8 @@ def _city() -> dict[str, Any]:
     return data
 
 
-def demo_units() -> list[UnitIn]:
-    """The routing tree of the demo city (first three districts)."""
+def demo_units(districts: int = DEMO_DISTRICTS) -> list[UnitIn]:
+    """The routing tree of the demo city (its first `districts` districts)."""
     city = _city()
     room = city["city"]["command_room"]
     units = [UnitIn(id=room["id"], name=room["name"], kind=UnitKind.city_command_room)]
@@ -120,7 +120,7 @@ def demo_units() -> list[UnitIn]:
                 parent_id=room["id"],
             )
         )
-    for district in city["districts"][:DEMO_DISTRICTS]:
+    for district in city["districts"][:districts]:
         d_id, d_name = district["district_id"], district["name"]
         room_id = f"{d_id}-room"
         units.append(
@@ -163,11 +163,13 @@ def demo_units() -> list[UnitIn]:
     return units
 
 
-def demo_enterprises(per_district: int = 12, seed: int = 7) -> list[EnterpriseIn]:
+def demo_enterprises(
+    per_district: int = 12, seed: int = 7, districts: int = DEMO_DISTRICTS
+) -> list[EnterpriseIn]:
     city = _city()
     rng = random.Random(seed)
     result = []
-    for district in city["districts"][:DEMO_DISTRICTS]:
+    for district in city["districts"][:districts]:
         d_id, d_name = district["district_id"], district["name"]
         for i in range(per_district):
             organisation = "".join(rng.choice(ALPHABET[:10] + "MA") for _ in range(9))

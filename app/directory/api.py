@@ -32,7 +32,7 @@ Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size.")]
 Cursor = Annotated[str | None, Query(max_length=500, description="`next_cursor` of the previous page.")]
 
 
-def get_directory(request: Request) -> Directory:
+async def get_directory(request: Request) -> Directory:
     directory: Directory = request.app.state.directory
     return directory
 

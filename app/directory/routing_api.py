@@ -30,12 +30,12 @@ router = APIRouter(prefix="/v1")
 MAX_CALENDAR_DAYS = 366
 
 
-def get_rules(request: Request) -> RulesRepository:
+async def get_rules(request: Request) -> RulesRepository:
     rules: RulesRepository = request.app.state.rules
     return rules
 
 
-def get_overrides(request: Request) -> CalendarOverrides:
+async def get_overrides(request: Request) -> CalendarOverrides:
     overrides: CalendarOverrides = request.app.state.calendar_overrides
     return overrides
 

@@ -4,11 +4,13 @@ read-model row, so the tables never disagree with the log."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.core.clock import Clock
@@ -81,6 +83,66 @@ class Enterprise:
     version: int
 
 
+@dataclass(frozen=True, slots=True)
+class SubmissionRefs:
+    """What a submission looks up, read in one round trip (`Directory.for_submission`)."""
+
+    enterprise: Enterprise | None
+    category_active: bool | None  # None: no such category
+    units: dict[str, UnitRef]  # the city command room, the enterprise district's room, the reporter
+
+
+def _prefixed(table: sa.Table, prefix: str) -> list[sa.Label[Any]]:
+    return [c.label(f"{prefix}{c.name}") for c in table.c]
+
+
+def _submission_query() -> sa.Select[Any]:
+    """One statement for the submission hot path (built once, so compiled once): the enterprise,
+    the category and the units routing needs, joined to a one-row anchor so that a missing
+    enterprise or category still returns a row."""
+    anchor = sa.select(sa.literal(1).label("one")).subquery("anchor")
+    joined = (
+        anchor.outerjoin(enterprises, enterprises.c.id == sa.bindparam("enterprise_id", type_=sa.String))
+        .outerjoin(categories, categories.c.code == sa.bindparam("category", type_=sa.String))
+        .outerjoin(
+            units,
+            sa.or_(
+                units.c.kind == UnitKind.city_command_room.value,
+                sa.and_(
+                    units.c.kind == UnitKind.district_dispatch_room.value,
+                    units.c.district_id == enterprises.c.district_id,
+                ),
+                units.c.id == sa.bindparam("reporter", type_=sa.String),
+            ),
+        )
+    )
+    return sa.select(
+        *_prefixed(enterprises, "e_"),
+        categories.c.code.label("c_code"),
+        categories.c.active.label("c_active"),
+        *_prefixed(units, "u_"),
+    ).select_from(joined)
+
+
+_SUBMISSION_QUERY = _submission_query()
+
+# `units_with_rooms` on PostgreSQL: arrays instead of IN lists keep one statement for any count.
+_ROUTING_UNITS = sa.select(units).where(
+    sa.or_(
+        units.c.kind == UnitKind.city_command_room.value,
+        units.c.id == sa.any_(sa.bindparam("ids", type_=postgresql.ARRAY(sa.String))),
+        sa.and_(
+            units.c.kind == UnitKind.district_dispatch_room.value,
+            units.c.district_id == sa.any_(sa.bindparam("districts", type_=postgresql.ARRAY(sa.String))),
+        ),
+    )
+)
+
+
+def _unprefixed(row: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    return {k[len(prefix) :]: v for k, v in row.items() if k.startswith(prefix)}
+
+
 def unit_from_row(row: Any) -> UnitRef:
     return UnitRef(
         id=row.id,
@@ -138,6 +200,9 @@ class Directory:
     ) -> dict[str, UnitRef]:
         """The given units, the city command room and the districts' dispatch rooms, in one query."""
         wanted, districts = sorted(set(ids)), sorted(set(district_ids))
+        if conn is None and self.db.is_postgres:  # the command path: one statement shape, on the driver
+            found = await self.db.fetch(_ROUTING_UNITS, {"ids": wanted, "districts": districts})
+            return {r["id"]: unit_from_row(SimpleNamespace(**r)) for r in found}
         cond = sa.or_(
             units.c.kind == UnitKind.city_command_room.value,
             units.c.id.in_(wanted) if wanted else sa.false(),
@@ -164,6 +229,27 @@ class Directory:
     async def enterprise(self, enterprise_id: str, conn: AsyncConnection | None = None) -> Enterprise | None:
         rows = await self._all(sa.select(enterprises).where(enterprises.c.id == enterprise_id), conn)
         return enterprise_from_row(rows[0]) if rows else None
+
+    async def for_submission(
+        self, enterprise_id: str, category: str, reporter_unit_id: str | None
+    ) -> SubmissionRefs:
+        """The enterprise, whether the category exists and is active, and the units a new
+        problem's routing needs (plus the reporter unit), in one round trip."""
+        params = {"enterprise_id": enterprise_id, "category": category, "reporter": reporter_unit_id}
+        rows = await self.db.fetch(_SUBMISSION_QUERY, params)
+        first = rows[0]
+        enterprise = (
+            enterprise_from_row(SimpleNamespace(**_unprefixed(first, "e_")))
+            if first["e_id"] is not None
+            else None
+        )
+        found = {
+            r["u_id"]: unit_from_row(SimpleNamespace(**_unprefixed(r, "u_")))
+            for r in rows
+            if r["u_id"] is not None
+        }
+        active = first["c_active"] if first["c_code"] is not None else None
+        return SubmissionRefs(enterprise, active, found)
 
     async def category_codes(self) -> set[str]:
         return {r.code for r in await self._all(sa.select(categories.c.code), None)}

@@ -7,6 +7,7 @@ from app.events.store import (
     EventStore,
     NewEvent,
     RecordedEvent,
+    Write,
 )
 
 __all__ = [
@@ -16,5 +17,6 @@ __all__ = [
     "EventStore",
     "NewEvent",
     "RecordedEvent",
+    "Write",
     "registry",
 ]

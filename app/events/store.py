@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -77,6 +78,21 @@ class NewEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class Write:
+    """An inline projection statement with named bind parameters, and their values for this
+    append. Build the statement once and reuse it: SQLAlchemy memoises a statement object's cache
+    key, so a reused statement (and the append statement composed of it) is compiled once per
+    process instead of traversed and compiled for every command. Parameter names must be unique
+    across one append's writes (prefix them)."""
+
+    statement: sa.Executable
+    params: Mapping[str, Any]
+
+
+Also = sa.Executable | Write
+
+
+@dataclass(frozen=True, slots=True)
 class RecordedEvent:
     stream_id: str
     stream_version: int
@@ -132,6 +148,29 @@ _APPEND_GUARDED = sa.text(
         "WHERE stream_id = CAST(:stream_id AS varchar) AND stream_version = CAST(:expected AS integer))"
     )
 ).columns()
+
+# One stream in version order (commands load their aggregate with it: built once, so compiled once
+# and run on the driver; see `Database.fetch`).
+_READ_STREAM = (
+    sa.select(
+        events.c.stream_id,
+        events.c.stream_version,
+        events.c.event_id,
+        events.c.type,
+        events.c.schema_version,
+        events.c.data,
+        events.c.meta.label("meta"),
+        events.c.occurred_at,
+        events.c.recorded_at,
+        event_positions.c.position,
+    )
+    .select_from(events.outerjoin(event_positions, event_positions.c.event_row == events.c.id))
+    .where(
+        events.c.stream_id == sa.bindparam("stream_id", type_=sa.String),
+        events.c.stream_version > sa.bindparam("after_version", type_=sa.Integer),
+    )
+    .order_by(events.c.stream_version)
+)
 
 _SCAN_SQL = """
 SELECT stream_id, stream_version, event_id, type, schema_version, data::text, {metadata}, occurred_at,
@@ -192,6 +231,9 @@ class EventStore:
         self.registry = registry
         self._appended = asyncio.Event()  # wakes the local sequencer
         self._positions_changed = asyncio.Event()  # wakes local followers
+        # Composed append statements of `Write`-only shapes, by the identity of their parts (the
+        # parts are kept in the value, so an id cannot be reused while its entry lives).
+        self._composed: dict[tuple[int, ...], tuple[sa.Executable, tuple[sa.Executable, ...]]] = {}
 
     # -- writing -------------------------------------------------------------------------
 
@@ -201,7 +243,7 @@ class EventStore:
         expected_version: int,
         new_events: Sequence[NewEvent],
         *,
-        also: Iterable[sa.Executable] = (),
+        also: Iterable[Also] = (),
     ) -> list[RecordedEvent]:
         """Append events to a stream that is at `expected_version` (0: the stream is new).
 
@@ -247,9 +289,9 @@ class EventStore:
         stream_id: str,
         expected: int,
         rows: list[dict[str, Any]],
-        also: list[sa.Executable],
+        also: list[Also],
     ) -> list[RecordedEvent]:
-        params = {
+        params: dict[str, Any] = {
             "stream_id": stream_id,
             "expected": expected,
             "recorded_at": rows[0]["recorded_at"],
@@ -262,15 +304,31 @@ class EventStore:
         }
         insert = _APPEND_GUARDED if expected > 0 else _APPEND_NEW
         stmt: sa.Executable
+        reusable = False
         if also:
-            ctes = [insert.cte("appended")]
-            ctes += [s.cte(f"also_{i}") for i, s in enumerate(also)]  # type: ignore[attr-defined]
-            stmt = sa.select(sa.literal(1)).add_cte(*ctes)
+            parts = tuple(a.statement if isinstance(a, Write) else a for a in also)
+            for a in also:
+                if isinstance(a, Write):
+                    params.update(a.params)
+            reusable = all(isinstance(a, Write) for a in also)
+            key = (id(insert), *map(id, parts))
+            cached = self._composed.get(key) if reusable else None
+            if cached is None:
+                ctes = [insert.cte("appended")]
+                ctes += [s.cte(f"also_{i}") for i, s in enumerate(parts)]  # type: ignore[attr-defined]
+                stmt = sa.select(sa.literal(1)).add_cte(*ctes)
+                if reusable:
+                    self._composed[key] = (stmt, parts)
+            else:
+                stmt = cached[0]
         else:
             stmt = insert
         try:
-            async with self.db.autocommit() as conn:
-                await conn.execute(stmt, params)
+            if reusable or not also:
+                await self.db.run(stmt, params)  # built once per shape: compiled once, on the driver
+            else:  # composed for this append only (reference data): SQLAlchemy's own path
+                async with self.db.autocommit() as conn:
+                    await conn.execute(stmt, params)
         except sa.exc.IntegrityError as exc:
             # Which unique index a racing writer trips first (the events' or an inline
             # projection's) is up to PostgreSQL; what tells a race from a genuine violation is
@@ -298,7 +356,7 @@ class EventStore:
         stream_id: str,
         expected: int,
         rows: list[dict[str, Any]],
-        also: list[sa.Executable],
+        also: list[Also],
     ) -> list[RecordedEvent]:
         async with self.db.transaction() as conn:
             replay = await self._replayed(conn, stream_id, expected, rows)
@@ -316,7 +374,10 @@ class EventStore:
                 ],
             )
             for stmt in also:
-                await conn.execute(stmt)
+                if isinstance(stmt, Write):
+                    await conn.execute(stmt.statement, dict(stmt.params))
+                else:
+                    await conn.execute(stmt)
         self._positions_changed.set()
         return [_recorded(row, position) for row, position in zip(rows, ids, strict=True)]
 
@@ -410,18 +471,13 @@ class EventStore:
     async def read_stream(
         self, stream_id: str, *, after_version: int = 0, conn: AsyncConnection | None = None
     ) -> list[RecordedEvent]:
-        stmt = (
-            sa.select(*_SELECT_COLUMNS, event_positions.c.position)
-            .select_from(events.outerjoin(event_positions, event_positions.c.event_row == events.c.id))
-            .where(events.c.stream_id == stream_id, events.c.stream_version > after_version)
-            .order_by(events.c.stream_version)
-        )
+        params = {"stream_id": stream_id, "after_version": after_version}
+        rows: list[Mapping[str, Any]]
         if conn is not None:
-            result = (await conn.execute(stmt)).all()
+            rows = [dict(r._mapping) for r in (await conn.execute(_READ_STREAM, params)).all()]
         else:
-            async with self.db.read() as own:
-                result = (await own.execute(stmt)).all()
-        return [self._from_row(r, r.position) for r in result]
+            rows = await self.db.fetch(_READ_STREAM, params)
+        return [self._from_row(SimpleNamespace(**r), r["position"]) for r in rows]
 
     async def read_streams(
         self, stream_ids: Collection[str], *, conn: AsyncConnection | None = None
@@ -610,7 +666,7 @@ DEADLOCK_DETECTED = "40P01"
 
 def _is_append_conflict(exc: sa.exc.IntegrityError) -> bool:
     """Whether an IntegrityError means "stream moved on" or "event id exists"."""
-    cause = getattr(exc.orig, "__cause__", None)
+    cause = getattr(exc.orig, "__cause__", None) or exc.orig
     constraint = getattr(cause, "constraint_name", None)
     column = getattr(cause, "column_name", None)
     table = getattr(cause, "table_name", None)

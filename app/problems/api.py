@@ -50,7 +50,7 @@ from app.routing.tree import Tier
 router = APIRouter(prefix="/v1", tags=["problems"])
 
 
-def get_problem_service(request: Request) -> ProblemService:
+async def get_problem_service(request: Request) -> ProblemService:
     service: ProblemService = request.app.state.problems
     return service
 
@@ -89,9 +89,12 @@ def problem_json(state: ProblemState, service: ProblemService, settings: Setting
     return to_api(row, service.clock.now(), service.calendar, tz=settings.tz)
 
 
-def _respond(response: Response, out: ProblemOut) -> ProblemOut:
-    response.headers["ETag"] = f'"{out.version}"'
-    return out
+def _respond(response: Response, out: ProblemOut, status_code: int = 200) -> Response:
+    """The problem as JSON with its ETag, serialised once by pydantic (the route's
+    `response_model` documents it; FastAPI would validate the model a second time)."""
+    headers = dict(response.headers)
+    headers["ETag"] = f'"{out.version}"'
+    return Response(out.model_dump_json(), status_code, headers, media_type="application/json")
 
 
 # -- submit, list, read ------------------------------------------------------------------------
@@ -113,7 +116,7 @@ async def submit_problem(
     response: Response,
     settings: Annotated[Settings, Depends(get_settings)],
     idempotency_key: IdempotencyKey = None,
-) -> ProblemOut:
+) -> Response:
     """Record an enterprise's problem (企业问题需求). It starts at the `local` tier, `assigned` to
     the service group that covers the enterprise, with the local deadline. Writes exactly one
     event (version 1). Portals, handlers, dispatchers, commanders and admins may submit."""
@@ -121,7 +124,7 @@ async def submit_problem(
     response.headers["Location"] = f"/v1/problems/{state.id}"
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
-    return _respond(response, problem_json(state, service, settings))
+    return _respond(response, problem_json(state, service, settings), status.HTTP_201_CREATED)
 
 
 def _split(values: list[str] | None, allowed: set[str] | None, name: str) -> tuple[str, ...]:
@@ -244,7 +247,7 @@ async def get_problem(
     response: Response,
     settings: Annotated[Settings, Depends(get_settings)],
     as_of: AsOf = None,
-) -> ProblemOut:
+) -> ProblemOut | Response:
     """The problem's current state with its aging. The `ETag` header carries its version, for
     `If-Match` on commands. Outside the caller's scope a problem does not exist (404). With
     `as_of`: its state at that instant (its events up to then), aging relative to it, no `ETag`
@@ -327,7 +330,7 @@ def _register(
         settings: Annotated[Settings, Depends(get_settings)],
         body: Any = Body(),
         if_match: IfMatch = None,
-    ) -> ProblemOut:
+    ) -> Response:
         state = await service.execute(
             caller,
             problem_id,

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from functools import partial
+from functools import cache, partial
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from app.core.db import upsert
-from app.events import RecordedEvent
+from app.events import RecordedEvent, Write
 from app.problems import domain
 from app.problems.domain import Fact, ProblemState, Status
 from app.projections.history import TRACKED, problem_history
@@ -94,41 +95,72 @@ def pending(state: ProblemState) -> dict[str, Any]:
     }
 
 
-def view_writes(dialect: str, before: ProblemState | None, after: ProblemState) -> list[sa.Executable]:
-    """Statements that move the problem view from `before` to `after` (None: a new problem)."""
-    row = view_row(after)
-    stmts: list[sa.Executable] = []
-    if before is None:
-        stmts.append(sa.insert(problem_view).values(row))
-    else:
-        stmts.append(
-            sa.update(problem_view)
-            .where(problem_view.c.id == after.id, problem_view.c.version == before.version)
-            .values({k: v for k, v in row.items() if k != "id"})
+@cache
+def _view_insert(columns: tuple[str, ...]) -> sa.Insert:
+    return sa.insert(problem_view).values({c: _bind("pv_", c) for c in columns})
+
+
+@cache
+def _view_update(columns: tuple[str, ...]) -> sa.Update:
+    return (
+        sa.update(problem_view)
+        .where(
+            problem_view.c.id == sa.bindparam("pvw_id", type_=problem_view.c.id.type),
+            problem_view.c.version == sa.bindparam("pvw_version", type_=problem_view.c.version.type),
         )
+        .values({c: _bind("pv_", c) for c in columns if c != "id"})
+    )
+
+
+@cache
+def _units_delete(dialect: str) -> sa.Delete:
+    units = (
+        problem_units.c.unit_id == sa.any_(sa.bindparam("pud_units", type_=postgresql.ARRAY(sa.String)))
+        if dialect == "postgresql"  # an array: one statement shape for any count
+        else problem_units.c.unit_id.in_(sa.bindparam("pud_units", expanding=True, type_=sa.String))
+    )
+    return sa.delete(problem_units).where(
+        problem_units.c.problem_id == sa.bindparam("pud_problem_id", type_=problem_units.c.problem_id.type),
+        units,
+    )
+
+
+@cache
+def _unit_insert(dialect: str, index: int) -> sa.Insert:
+    # One single-row statement per added unit: a multi-row VALUES would change shape with the count.
+    values = {"problem_id": _bind(f"pu{index}_", "problem_id"), "unit_id": _bind(f"pu{index}_", "unit_id")}
+    return upsert(dialect, problem_units, values, key=["problem_id", "unit_id"], update=[])
+
+
+def _bind(prefix: str, column: str) -> sa.BindParameter[Any]:
+    table = problem_units if column in ("problem_id", "unit_id") else problem_view
+    return sa.bindparam(prefix + column, type_=table.c[column].type)
+
+
+def view_writes(dialect: str, before: ProblemState | None, after: ProblemState) -> list[Write]:
+    """Statements that move the problem view from `before` to `after` (None: a new problem).
+    Their statements are built once per shape (see `Write`): the append is the hot path."""
+    row = view_row(after)
+    columns = tuple(row)
+    values = {f"pv_{k}": v for k, v in row.items()}
+    writes: list[Write] = []
+    if before is None:
+        writes.append(Write(_view_insert(columns), values))
+    else:
+        values.update(pvw_id=after.id, pvw_version=before.version)
+        del values["pv_id"]
+        writes.append(Write(_view_update(columns), values))
     old = before.involved_units if before else frozenset()
     new = after.involved_units
     removed = sorted(old - new)
     added = sorted(new - old)
     if removed:
-        stmts.append(
-            sa.delete(problem_units).where(
-                problem_units.c.problem_id == after.id, problem_units.c.unit_id.in_(removed)
-            )
-        )
-    # One single-row statement per unit: SQLAlchemy caches their compiled form (a multi-row
-    # VALUES would be compiled anew for every command).
-    stmts += [
-        upsert(
-            dialect,
-            problem_units,
-            {"problem_id": after.id, "unit_id": u},
-            key=["problem_id", "unit_id"],
-            update=[],
-        )
-        for u in added
+        writes.append(Write(_units_delete(dialect), {"pud_problem_id": after.id, "pud_units": removed}))
+    writes += [
+        Write(_unit_insert(dialect, i), {f"pu{i}_problem_id": after.id, f"pu{i}_unit_id": u})
+        for i, u in enumerate(added)
     ]
-    return stmts
+    return writes
 
 
 # -- rebuilding and following ------------------------------------------------------------------

@@ -240,13 +240,14 @@ class ProblemService:
         else:
             problem_id = str(uuid.uuid4())
 
-        enterprise = await self.directory.enterprise(body.enterprise_id.upper())
+        reporter = body.reporter_unit_id or (caller.unit_id if caller.role is Role.handler else None)
+        refs = await self.directory.for_submission(body.enterprise_id.upper(), body.category, reporter)
+        enterprise = refs.enterprise
         if enterprise is None or (
             caller.role in (Role.dispatcher, Role.handler) and enterprise.district_id != caller.district_id
         ):
             raise AppError("unknown_enterprise", f"enterprise {body.enterprise_id} is not registered")
-        category = await self.directory.category(body.category)
-        if category is None or not category.active:
+        if not refs.category_active:
             raise AppError("unknown_category", f"category {body.category} does not exist or is inactive")
         if caller.role is Role.portal:
             if body.source and body.source != caller.source:
@@ -254,13 +255,12 @@ class ProblemService:
             source = caller.source
         else:
             source = body.source
-        reporter = body.reporter_unit_id or (caller.unit_id if caller.role is Role.handler else None)
         actor = await self.actor(caller)
         if caller.role is Role.handler and reporter not in actor.subtree:
             # A handler reports for its own unit (or one below it), never in another unit's name.
             raise AppError("forbidden", "a handler key reports as its own unit or a unit below it")
         if reporter is not None:
-            unit = await self.directory.unit(reporter)
+            unit = refs.units.get(reporter)
             if unit is None or unit.district_id != enterprise.district_id or unit.tier is not Tier.local:
                 raise AppError(
                     "unknown_unit",
@@ -268,7 +268,7 @@ class ProblemService:
                 )
 
         when = self._when(caller, body.occurred_at, None)
-        policy = await self.policy(enterprise.district_id)
+        policy = RoutingPolicy(self.calendar, await self.rules.current(), refs.units)
         command = domain.Submit(
             problem_id=problem_id,
             enterprise=domain.EnterpriseInfo(

@@ -53,7 +53,7 @@ when there is nothing to divide by. `total` adds up the groups' counts and recom
 """
 
 
-def get_stats(request: Request) -> Statistics:
+async def get_stats(request: Request) -> Statistics:
     stats: Statistics = request.app.state.services.stats
     return stats
 
@@ -292,7 +292,7 @@ class RankingsOut(BaseModel):
     warnings: list[WarningOut]
 
 
-def get_rankings(request: Request) -> Rankings:
+async def get_rankings(request: Request) -> Rankings:
     rankings: Rankings = request.app.state.services.rankings
     return rankings
 
@@ -402,7 +402,7 @@ class ReportOut(BaseModel):
     warnings: list[ReportWarningOut]
 
 
-def get_reports(request: Request) -> DispatchReports:
+async def get_reports(request: Request) -> DispatchReports:
     reports: DispatchReports = request.app.state.services.reports
     return reports
 

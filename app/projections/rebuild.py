@@ -37,7 +37,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.core.clock import Clock
-from app.core.db import Database, upsert
+from app.core.db import Database, metadata, upsert
 from app.core.errors import AppError, register
 from app.events import EventStore, RecordedEvent
 from app.events.store import HORIZON
@@ -417,11 +417,25 @@ class _Writer:
         for name, rows in batches.items():
             if not rows:
                 continue
-            columns, json_at = self._columns[name], self._json[name]
-            records = [[row.get(c) for c in columns] for row in rows]
-            for record in records:
-                for i in json_at:
-                    record[i] = orjson.dumps(record[i]).decode()
-            await self._raw.copy_records_to_table(self.shadows[name].name, records=records, columns=columns)
+            records = _records(rows, self._columns[name], self._json[name])
+            await self._raw.copy_records_to_table(
+                self.shadows[name].name, records=records, columns=self._columns[name]
+            )
             written += len(rows)
         return written
+
+
+def _records(rows: Sequence[Mapping[str, Any]], columns: list[str], json_at: list[int]) -> list[list[Any]]:
+    records = [[row.get(c) for c in columns] for row in rows]
+    for record in records:
+        for i in json_at:
+            record[i] = orjson.dumps(record[i]).decode()
+    return records
+
+
+def copy_records(table_name: str, rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    """(columns, records) for asyncpg's COPY of projection rows into a table of `metadata`."""
+    table = metadata.tables[table_name]
+    json_at = [i for i, c in enumerate(table.columns) if isinstance(c.type, sa.JSON)]
+    columns = [c.name for c in table.columns]
+    return columns, _records(rows, columns, json_at)

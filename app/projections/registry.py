@@ -37,8 +37,9 @@ class ProjectionStatus:
 
 
 class Projections:
-    def __init__(self, db: Database, store: EventStore, clock: Clock) -> None:
+    def __init__(self, db: Database, store: EventStore, clock: Clock, *, window_seconds: float = 0.0) -> None:
         self.db = db
+        self.window = window_seconds
         self.store = store
         self.clock = clock
         self._projections: dict[str, StreamProjection] = {}
@@ -50,7 +51,9 @@ class Projections:
         self._projections[projection.name] = projection
         if projection.follows:
             follower = StreamFollower(projection, self.store)
-            self.runners[projection.name] = Runner(self.db, self.store, follower, self.clock)
+            self.runners[projection.name] = Runner(
+                self.db, self.store, follower, self.clock, window_seconds=self.window
+            )
 
     @property
     def names(self) -> list[str]:

@@ -69,13 +69,21 @@ class Runner:
     """Runs one follower: `step()` processes one batch; `run()` loops until stopped."""
 
     def __init__(
-        self, db: Database, store: EventStore, follower: Follower, clock: Clock, *, batch: int = 500
+        self,
+        db: Database,
+        store: EventStore,
+        follower: Follower,
+        clock: Clock,
+        *,
+        batch: int = 500,
+        window_seconds: float = 0.0,
     ) -> None:
         self.db = db
         self.store = store
         self.follower = follower
         self.clock = clock
         self.batch = batch
+        self.window = window_seconds
         self.lock_key = lock_key(follower.name)
 
     async def ensure_checkpoint(self) -> None:
@@ -147,8 +155,10 @@ class Runner:
                 log.exception("follower %s failed; retrying", self.follower.name)
                 await asyncio.sleep(1)
                 continue
-            if moved == 0:
+            if moved < self.batch:  # caught up: wait for news, then gather a window's worth
                 await self.store.wait_for_positions(poll_seconds)
+                if self.window:
+                    await asyncio.sleep(self.window)
 
     async def status(self) -> Status:
         name = self.follower.name

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, time, timedelta
-from functools import lru_cache
+from functools import cache, lru_cache
 from zoneinfo import ZoneInfo
 
 import chinese_calendar
@@ -44,6 +44,16 @@ def _official(day: date) -> bool | None:
         return None
 
 
+@cache
+def _first_ordinal(year: int) -> int:
+    return date(year, 1, 1).toordinal()
+
+
+def _day_of_year(day: date) -> int:
+    """0 for 1 January (`timetuple().tm_yday - 1`, without building a time tuple)."""
+    return day.toordinal() - _first_ordinal(day.year)
+
+
 class WorkCalendar:
     def __init__(self, tz: ZoneInfo, overrides: Mapping[date, bool] | None = None) -> None:
         self.tz = tz
@@ -59,7 +69,7 @@ class WorkCalendar:
     # -- days ------------------------------------------------------------------------------
 
     def is_workday(self, day: date) -> bool:
-        return self._year(day.year)[day.timetuple().tm_yday - 1]
+        return self._year(day.year)[_day_of_year(day)]
 
     def source(self, day: date) -> str:
         """Where the answer for `day` comes from: `override`, `official` or `fallback`."""
@@ -110,8 +120,8 @@ class WorkCalendar:
         if end <= start:
             return 0
         first = self._running(start.year)
-        start_index = start.timetuple().tm_yday - 1
-        end_index = end.timetuple().tm_yday - 1
+        start_index = _day_of_year(start)
+        end_index = _day_of_year(end)
         if start.year == end.year:
             return first[end_index] - first[start_index]
         total = first[-1] - first[start_index]

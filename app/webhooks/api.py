@@ -15,7 +15,7 @@ from app.webhooks.service import Webhooks, delivery_out, webhook_out
 router = APIRouter(prefix="/v1", tags=["webhooks"])
 
 
-def get_webhooks(request: Request) -> Webhooks:
+async def get_webhooks(request: Request) -> Webhooks:
     webhooks: Webhooks = request.app.state.webhooks
     return webhooks
 

@@ -22,7 +22,7 @@ def webhook_workers(
     webhooks: Webhooks, store: EventStore, calendar: WorkCalendar, settings: Settings, clock: Clock
 ) -> list[Worker]:
     fanout = Fanout(store, calendar, settings.tz, settings.webhook_retry_schedule, clock, wake=webhooks.wake)
-    runner = Runner(webhooks.db, store, fanout, clock)
+    runner = Runner(webhooks.db, store, fanout, clock, window_seconds=settings.follower_window_ms / 1000)
     sender = Sender(webhooks.db, webhooks, settings, clock)
     poll = settings.webhook_poll_ms / 1000
 

@@ -1,0 +1,405 @@
+"""`dispatchroom seed`: a synthetic but realistic history of many problems, for benchmarks and
+capacity planning (PostgreSQL).
+
+The city is the demo city with all ten of its districts, created through the real services (units,
+routing rules, enterprises: events like any other) unless the database has units already. Every
+problem's history is decided by the real decider (`problems/domain.py`): its submission, then a
+path drawn from the proportions of the source practice (南关区, June 2019: 5 of 175 solved on the
+spot, 125 handed to district function groups, 45 to the city command room), i.e. about 3 % solved
+on the spot, 70 % at the district, 25 % at the city and a few withdrawn, with solve times from a
+long-tailed distribution, satisfaction scores, and the automatic actions (reminders, overdue
+marks, automatic escalation, supervision, closing) that the scheduler would have appended, each
+as of the instant it fell due. A step that would lie after now is not taken: recent problems are
+still open, old ones closed, and the aging has long tails.
+
+Writing is bulk: generator processes (one per CPU) each fold and COPY their chunk of problems,
+with the rows of the problem view and the temporal model computed by the projections' own row
+functions, in one transaction per chunk that records its transaction id in `events.tx_id`, so the
+ordinary sequencer numbers the events (positions without gaps, as for any commit); followers'
+checkpoints then move past the seeded history (its read models are written already; webhooks do
+not announce it). Run it against a database no server is using.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import math
+import os
+import random
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from multiprocessing import get_context
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import orjson
+import sqlalchemy as sa
+
+from app.core.db import upsert
+from app.core.errors import AppError
+from app.core.requestmeta import event_metadata
+from app.core.security import SYSTEM, Caller, Role
+from app.core.settings import Settings
+from app.demo import DEMO_CALLER, _city, demo_enterprises, demo_rules, demo_units
+from app.directory.service import unit_from_row
+from app.directory.tables import enterprises, units
+from app.events import RecordedEvent, registry
+from app.events.tables import event_sequencer
+from app.main import Services
+from app.problems import automatic, domain
+from app.problems.domain import Actor, Context, Fact, ProblemState
+from app.problems.projection import problem_projections, view_row
+from app.projections.problem_view import problem_units, problem_view
+from app.projections.rebuild import copy_records
+from app.projections.runner import checkpoints
+from app.routing.calendar import WorkCalendar
+from app.routing.policy import RoutingPolicy
+from app.routing.rules import RuleSet
+from app.routing.tree import UnitKind, UnitRef
+from app.webhooks.fanout import Fanout
+
+SEED_DISTRICTS = 10
+CHUNK = 2_000  # problems per generator transaction
+SEQUENCE_BATCH = 20_000  # events per sequencer pass (each pass one statement, within the timeout)
+YEARS = 2.0  # the span of submission times, ending now
+SEED_CALLER = Caller(key_id="seed", name="种子数据", role=Role.admin)
+SEED_ACTOR = Actor(id=SEED_CALLER.key_id, role=Role.admin)
+SEED_META = event_metadata(SEED_CALLER, None, imported=True)
+EVENT_COLUMNS = [
+    "event_id",
+    "stream_id",
+    "stream_version",
+    "type",
+    "schema_version",
+    "data",
+    "metadata",
+    "occurred_at",
+    "recorded_at",
+    "tx_id",
+]
+CATEGORY_WEIGHTS = {
+    "utilities": 18,
+    "planning_permit": 14,
+    "financing": 14,
+    "land": 10,
+    "labour_talent": 10,
+    "policy": 12,
+    "market_access": 8,
+    "environmental_assessment": 5,
+    "demolition": 4,
+    "other": 5,
+}
+
+
+@dataclass(frozen=True)
+class SeedCity:
+    """What a generator process needs (picklable)."""
+
+    dsn: str
+    tz: str
+    rules: dict[str, Any]
+    units: list[UnitRef]
+    enterprises: list[tuple[str, str, str, str]]  # id, name, district, service unit
+    now: datetime
+    seed: int
+
+
+@dataclass(frozen=True)
+class SeedReport:
+    problems: int
+    events: int
+    seconds: float
+
+
+# -- the city -----------------------------------------------------------------------------------
+
+
+async def ensure_city(services: Services, enterprises_per_district: int) -> None:
+    """Create the ten-district demo city through the services, unless units exist already."""
+    async with services.db.read() as conn:
+        if (await conn.execute(sa.select(sa.func.count()).select_from(units))).scalar():
+            return
+    for unit in demo_units(SEED_DISTRICTS):
+        await services.directory.create_unit(DEMO_CALLER, unit)
+    district_ids = [d["district_id"] for d in _city()["districts"][:SEED_DISTRICTS]]
+    await services.problems.rules.replace(DEMO_CALLER, demo_rules(district_ids), note="种子数据的交办规则")
+    for enterprise in demo_enterprises(enterprises_per_district, seed=11, districts=SEED_DISTRICTS):
+        await services.directory.register_enterprise(DEMO_CALLER, enterprise)
+
+
+async def load_city(services: Services, dsn: str, seed: int) -> SeedCity:
+    async with services.db.read() as conn:
+        unit_rows = (await conn.execute(sa.select(units))).all()
+        ent_rows = (
+            await conn.execute(
+                sa.select(
+                    enterprises.c.id,
+                    enterprises.c.name,
+                    enterprises.c.district_id,
+                    enterprises.c.service_unit_id,
+                ).order_by(enterprises.c.id)
+            )
+        ).all()
+    if not ent_rows:
+        raise AppError("validation_failed", "the directory has units but no enterprises to seed problems for")
+    rules = await services.rules.current()
+    return SeedCity(
+        dsn=dsn,
+        tz=services.settings.city_timezone,
+        rules=rules.to_data(),
+        units=[unit_from_row(r) for r in unit_rows],
+        enterprises=[tuple(r) for r in ent_rows],
+        now=services.clock.now(),
+        seed=seed,
+    )
+
+
+# -- one problem's life ---------------------------------------------------------------------------
+
+
+def lifecycle(rng: random.Random, fgs: Sequence[str], depts: Sequence[str]) -> list[tuple[float, Any]]:
+    """(hours after the previous step, command) of one problem, in the practice's proportions."""
+    r = rng.random()
+    solve_hours = rng.lognormvariate(math.log(120), 1.1)  # median 5 days, a long tail
+    steps: list[tuple[float, Any]] = []
+    if r < 0.03:  # solved on the spot by the service group
+        steps += [(rng.uniform(0.5, 4), domain.Accept())]
+        steps += [(rng.uniform(1, 24), domain.Resolve(resolution="现场解决"))]
+    elif r < 0.73:  # the district's function groups
+        lead = rng.choice(fgs)
+        coops = (rng.choice([f for f in fgs if f != lead]),) if rng.random() < 0.3 else ()
+        steps += [(rng.uniform(1, 48), domain.Escalate(reason="需区级协调"))]
+        steps += [(rng.uniform(1, 24), domain.Assign(lead_unit_id=lead, cooperating_unit_ids=coops))]
+        steps += [(rng.uniform(1, 48), domain.Accept())]
+        if rng.random() < 0.9:
+            steps += [(solve_hours, domain.Resolve(resolution="办结"))]
+    elif r < 0.98:  # on to the city command room
+        steps += [(rng.uniform(1, 48), domain.Escalate(reason="需区级协调"))]
+        steps += [(rng.uniform(1, 72), domain.Escalate(reason="超出区级权限"))]
+        steps += [(rng.uniform(1, 48), domain.Assign(lead_unit_id=rng.choice(depts)))]
+        steps += [(rng.uniform(1, 72), domain.Accept())]
+        if rng.random() < 0.8:
+            steps += [(solve_hours * 2, domain.Resolve(resolution="办结"))]
+    else:
+        return [(rng.uniform(1, 200), domain.Withdraw(reason="企业自行解决，撤回"))]
+    if steps[-1][1].__class__ is domain.Resolve and rng.random() < 0.75:
+        score = rng.choices([1, 2, 3, 4, 5], weights=[2, 3, 10, 30, 55])[0]
+        steps += [(rng.uniform(4, 120), domain.Feedback(score=score))]
+    return steps
+
+
+def _uuid(rng: random.Random) -> uuid.UUID:
+    return uuid.UUID(int=rng.getrandbits(128), version=4)
+
+
+Planned = list[tuple[Fact, uuid.UUID | None, str | None]]  # a fact, its event id, its automatic action
+
+
+def _catch_up(state: ProblemState, until: datetime, policy: RoutingPolicy, out: Planned) -> ProblemState:
+    """Append what the scheduler would have appended up to `until` (each as of its instant)."""
+    try:
+        steps = automatic.plan(state, until, policy)
+    except AppError:
+        return state
+    for action, facts in steps:
+        for index, fact in enumerate(facts):
+            out.append((fact, automatic.event_id(state.id, action, index), action.name))
+            state = domain.evolve(state, fact)
+    return state
+
+
+def problem_history(
+    rng: random.Random, city: SeedCity, policy: RoutingPolicy, fgs: dict[str, list[str]], depts: list[str]
+) -> tuple[str, Planned, ProblemState]:
+    """A problem's id, its facts (with the automatic actions' event ids and names), its state."""
+    ent = city.enterprises[rng.randrange(len(city.enterprises))]
+    span = YEARS * 365 * 86400
+    at = city.now - timedelta(seconds=span * rng.random() ** 0.8)  # more problems lately
+    pid = str(_uuid(rng))
+    command = domain.Submit(
+        problem_id=pid,
+        enterprise=domain.EnterpriseInfo(*ent),
+        category=rng.choices(list(CATEGORY_WEIGHTS), weights=list(CATEGORY_WEIGHTS.values()))[0],
+        title="企业反映的问题",
+        description="企业在生产经营中遇到的困难，需协调解决。",
+        urgency=domain.Urgency.urgent if rng.random() < 0.08 else domain.Urgency.normal,
+    )
+    out: Planned = []
+    facts = domain.submit(command, Context(at, SEED_ACTOR, policy))
+    out += [(f, None, None) for f in facts]
+    state = domain.fold(pid, facts)
+    assert state is not None
+    for hours, step in lifecycle(rng, fgs[ent[2]], depts):
+        at = at + timedelta(hours=hours)
+        if at > city.now:
+            break
+        state = _catch_up(state, at, policy, out)
+        try:
+            new = domain.decide(state, step, Context(at, SEED_ACTOR, policy))
+        except AppError:
+            continue  # the automatic actions took another path (say, it escalated on its own)
+        for fact in new:
+            state = domain.evolve(state, fact)
+        out += [(f, None, None) for f in new]
+    state = _catch_up(state, city.now, policy, out)
+    return pid, out, state
+
+
+# -- a generator process ------------------------------------------------------------------------
+
+
+def generate_chunk(city: SeedCity, index: int, count: int) -> tuple[int, int]:
+    """Decide, fold and COPY `count` problems (chunk `index`) in one transaction; returns
+    (problems, events). Runs in a generator process."""
+    return asyncio.run(_write_chunk(city, index, count))
+
+
+async def _write_chunk(city: SeedCity, index: int, count: int) -> tuple[int, int]:
+    gc.disable()  # the fold allocates many short-lived objects and no cycles
+    try:
+        rng = random.Random(city.seed * 1_000_003 + index)
+        calendar = WorkCalendar(ZoneInfo(city.tz))
+        policy = RoutingPolicy(calendar, RuleSet.from_data(city.rules), {u.id: u for u in city.units})
+        fgs: dict[str, list[str]] = {}
+        for u in city.units:
+            if u.kind is UnitKind.district_function_group and u.district_id:
+                fgs.setdefault(u.district_id, []).append(u.id)
+        depts = [u.id for u in city.units if u.kind is UnitKind.city_department]
+        # The problem view's rows are `view_row` of the state the generation folded (what its
+        # projection computes by folding the same facts again); the temporal model's come from
+        # its projection's row function.
+        history = next(p for p in problem_projections(calendar) if p.name == "problem_history")
+        recorded_at = datetime.now(UTC)
+        event_rows: list[tuple[Any, ...]] = []
+        table_rows: dict[str, list[dict[str, Any]]] = {problem_view.name: [], problem_units.name: []}
+        for _ in range(count):
+            pid, facts, state = problem_history(rng, city, policy, fgs, depts)
+            stream = f"problem-{pid}"
+            events = []
+            for version, (fact, event_id, action) in enumerate(facts, start=1):
+                data = orjson.loads(orjson.dumps(fact.data))
+                meta = event_metadata(SYSTEM, None, automatic=action) if action else SEED_META
+                events.append(
+                    RecordedEvent(
+                        stream,
+                        version,
+                        event_id or _uuid(rng),
+                        fact.type,
+                        registry.current_version(fact.type),
+                        data,
+                        meta,
+                        fact.occurred_at,
+                        recorded_at,
+                    )
+                )
+            table_rows[problem_view.name].append(view_row(state))
+            table_rows[problem_units.name] += [
+                {"problem_id": pid, "unit_id": u} for u in state.involved_units
+            ]
+            for table, rows in history.rows(stream, events).items():
+                table_rows.setdefault(table, []).extend(rows)
+            event_rows += [
+                (
+                    e.event_id,
+                    stream,
+                    e.stream_version,
+                    e.type,
+                    e.schema_version,
+                    orjson.dumps(e.data).decode(),
+                    orjson.dumps(e.metadata).decode(),
+                    e.occurred_at,
+                    recorded_at,
+                )
+                for e in events
+            ]
+        conn = await asyncpg.connect(city.dsn)
+        try:
+            async with conn.transaction():
+                tx_id = await conn.fetchval("SELECT pg_current_xact_id()")
+                await conn.copy_records_to_table(
+                    "events", records=[(*row, tx_id) for row in event_rows], columns=EVENT_COLUMNS
+                )
+                for table, rows in table_rows.items():
+                    columns, records = copy_records(table, rows)
+                    await conn.copy_records_to_table(table, records=records, columns=columns)
+        except asyncpg.UniqueViolationError:
+            return -1, 0  # this chunk of this seed is stored already (an exception would not pickle)
+        finally:
+            await conn.close()
+        return count, len(event_rows)
+    finally:
+        gc.enable()
+
+
+# -- the whole run ------------------------------------------------------------------------------
+
+
+async def seed(
+    services: Services,
+    problems: int,
+    *,
+    seed_value: int = 1,
+    processes: int | None = None,
+    enterprises_per_district: int = 300,
+    progress: Callable[[int, int], None] | None = None,
+    phase: Callable[[str], None] | None = None,
+) -> SeedReport:
+    """Write `problems` synthetic problems (see the module's description)."""
+    if not services.db.is_postgres:
+        raise AppError("validation_failed", "seed writes in bulk with COPY: it needs PostgreSQL")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    say = phase or (lambda _: None)
+    say("the city: units, routing rules, enterprises")
+    await ensure_city(services, enterprises_per_district)
+    url = services.db.url.set(drivername="postgresql")
+    dsn = url.render_as_string(hide_password=False)
+    city = await load_city(services, dsn, seed_value)
+    for runner in services.projections.runners.values():
+        await runner.ensure_checkpoint()
+    say("problems: decided, folded and copied")
+    sizes = [min(CHUNK, problems - i) for i in range(0, problems, CHUNK)]
+    workers = processes or os.cpu_count() or 1
+    done = events = 0
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        pending = [loop.run_in_executor(pool, generate_chunk, city, i, n) for i, n in enumerate(sizes)]
+        for future in asyncio.as_completed(pending):
+            n, e = await future
+            if n < 0:
+                raise AppError(
+                    "validation_failed", "this --seed was written to this database already: choose another"
+                )
+            done += n
+            events += e
+            await services.store.sequence(SEQUENCE_BATCH)  # positions keep up with the commits
+            if progress:
+                progress(done, events)
+    await finish(services, say)
+    return SeedReport(problems, events, loop.time() - started)
+
+
+async def finish(services: Services, say: Callable[[str], None]) -> None:
+    """Number what is left, move the followers past the seeded history, VACUUM ANALYZE."""
+    say("positions")
+    while await services.store.sequence(SEQUENCE_BATCH):
+        pass
+    async with services.db.transaction() as conn:
+        head = (await conn.execute(sa.select(event_sequencer.c.last_position))).scalar() or 0
+        for name in [*services.projections.runners, Fanout.name]:
+            row = {"name": name, "position": head, "updated_at": services.clock.now()}
+            await conn.execute(upsert("postgresql", checkpoints, row, key=["name"]))
+    say("VACUUM ANALYZE (visibility map and planner statistics)")
+    async with services.db.autocommit() as conn:
+        tables = [t.name for p in problem_projections(services.calendar) for t in p.tables]
+        for table in ("events", "event_positions", *tables):
+            await conn.exec_driver_sql(f"VACUUM (ANALYZE) {table}")
+
+
+def default_settings() -> Settings:
+    """Seeding needs no background work of its own (the loop sequences as it goes)."""
+    return Settings(background=False)
