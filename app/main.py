@@ -238,9 +238,11 @@ class Services:
         finally:
             for task in tasks:
                 task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            # A worker cancelled while it connects may end in another error (asyncpg turns the
+            # cancellation of a connect into TimeoutError): stopping goes on regardless.
+            for result in await asyncio.gather(*tasks, return_exceptions=True):
+                if isinstance(result, Exception):
+                    log.warning("background work ended with %r while stopping", result)
 
     async def bootstrap(self) -> None:
         """Reference data every installation needs; idempotent and safe to run concurrently."""
@@ -283,12 +285,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             stop.set()
             undo_signals()
             if background is not None:
-                try:
-                    await background
-                except Exception:
-                    # Cancelled while connecting, the driver reports a TimeoutError rather than
-                    # the cancellation: shutting down goes on regardless.
-                    log.warning("background work ended with an error at shutdown", exc_info=True)
+                await background
             await services.db.dispose()
 
     app = FastAPI(

@@ -75,7 +75,7 @@ def _start(
         yield started
     finally:
         for proc, _ in started:
-            _stop(proc)
+            stop_process(proc)
 
 
 def _wait_ready(proc: Process, base: str, deadline: float, log: Path) -> None:
@@ -92,7 +92,7 @@ def _wait_ready(proc: Process, base: str, deadline: float, log: Path) -> None:
         time.sleep(0.1)
 
 
-def _stop(proc: Process) -> None:
+def stop_process(proc: Process) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ from tests.conftest import ADMIN_KEY
 from tests.factories import D1, D2, build_city
 from tests.instances import another_instance
 from tests.projections.test_rebuild import dump
-from tests.server import BIN, servers
+from tests.server import BIN, servers, stop_process
 
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
 PROBLEMS = 24
@@ -44,12 +43,7 @@ def worker(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
     try:
         yield proc
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 async def drive(bases: list[str], enterprises: list[str], fgs: dict[str, str]) -> dict[str, int]:

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.core.db import Database
 from app.core.errors import AppError, register
 from app.events.store import EventStore, RecordedEvent
-from app.events.tables import event_positions, events
+from app.events.tables import RECORD_COLUMNS, event_positions, events
 
 FORMAT = "dispatchroom-events"
 FORMAT_VERSION = 1
@@ -41,18 +41,7 @@ register(
     "database is not empty.",
 )
 
-_COLUMNS = (
-    event_positions.c.position,
-    events.c.event_id,
-    events.c.stream_id,
-    events.c.stream_version,
-    events.c.type,
-    events.c.schema_version,
-    events.c.data,
-    events.c.meta,
-    events.c.occurred_at,
-    events.c.recorded_at,
-)
+_COLUMNS = (event_positions.c.position, *RECORD_COLUMNS)
 
 
 def _instant(value: datetime) -> str:

@@ -30,7 +30,7 @@ from app.core.errors import AppError, register
 from app.core.metrics import CONCURRENCY_CONFLICTS, EVENTS_APPENDED, SEQUENCER_ASSIGNED
 from app.events.registry import EventRegistry
 from app.events.registry import registry as default_registry
-from app.events.tables import event_positions, event_sequencer, events
+from app.events.tables import RECORD_COLUMNS, event_positions, event_sequencer, events
 
 register(
     "concurrency_conflict",
@@ -113,18 +113,7 @@ def _normalise(data: dict[str, Any]) -> dict[str, Any]:
     return loaded
 
 
-_SELECT_COLUMNS = (
-    events.c.id,
-    events.c.stream_id,
-    events.c.stream_version,
-    events.c.event_id,
-    events.c.type,
-    events.c.schema_version,
-    events.c.data,
-    events.c.meta,
-    events.c.occurred_at,
-    events.c.recorded_at,
-)
+_SELECT_COLUMNS = (events.c.id, *RECORD_COLUMNS)
 
 # The PostgreSQL append: one statement shape for any number of events (SQLAlchemy caches its
 # compiled form; a multi-row VALUES would be compiled anew each time). Rows are inserted in

@@ -58,3 +58,16 @@ event_sequencer = sa.Table(
     sa.Column("last_row", sa.BigInteger, nullable=False),
     sa.Column("last_position", sa.BigInteger, nullable=False),
 )
+
+# What a stored event is, as read back (everything but the internal row id and transaction id).
+RECORD_COLUMNS = (
+    events.c.event_id,
+    events.c.stream_id,
+    events.c.stream_version,
+    events.c.type,
+    events.c.schema_version,
+    events.c.data,
+    events.c.meta,
+    events.c.occurred_at,
+    events.c.recorded_at,
+)

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.core.db import Database
 from app.core.security import Caller, Role
 from app.events import registry
-from app.events.tables import event_positions, events
+from app.events.tables import RECORD_COLUMNS, event_positions, events
 from app.projections.problem_view import problem_view, scope_filter
 
 SCAN_WINDOW = 10_000  # positions looked at per read
@@ -108,18 +108,7 @@ def _statement(
     caller: Caller, subtree: Collection[str], after: int, upper: int, limit: int, types: TypeFilter
 ) -> sa.Select[Any]:
     stmt = (
-        sa.select(
-            event_positions.c.position,
-            events.c.event_id,
-            events.c.stream_id,
-            events.c.stream_version,
-            events.c.type,
-            events.c.schema_version,
-            events.c.data,
-            events.c.meta,
-            events.c.occurred_at,
-            events.c.recorded_at,
-        )
+        sa.select(event_positions.c.position, *RECORD_COLUMNS)
         .select_from(event_positions.join(events, events.c.id == event_positions.c.event_row))
         .where(event_positions.c.position > after, event_positions.c.position <= upper)
         .order_by(event_positions.c.position)

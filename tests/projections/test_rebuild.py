@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import sqlalchemy as sa
@@ -19,6 +20,7 @@ from app.main import Services
 from app.projections.history import problem_history
 from app.projections.problem_view import problem_units, problem_view
 from app.projections.rebuild import Rebuilder
+from tests.conftest import _asyncpg_dsn
 from tests.factories import D1, City, command, submit
 from tests.projections.helpers import at, caught_up, submit_at
 from tests.server import dispatchroom
@@ -209,3 +211,24 @@ async def test_a_failed_rebuild_leaves_the_live_tables_alone(
     async with services.db.read() as conn:
         tables = await conn.run_sync(lambda c: sa.inspect(c).get_table_names())
     assert not [t for t in tables if t.endswith("__rebuild")]
+
+
+@pytest.mark.postgres_only
+async def test_a_transaction_in_another_database_does_not_make_every_stream_look_changed(
+    client: httpx.AsyncClient, services: Services, city: City, db_url: str
+) -> None:
+    """The rebuild knows which streams changed during its pass from the sequencer's horizon, not
+    the cluster-wide snapshot xmin: another database's long transaction changes nothing."""
+    other = await asyncpg.connect(_asyncpg_dsn(db_url).rsplit("/", 1)[0] + "/postgres")
+    try:
+        tx = other.transaction()
+        await tx.start()
+        # holds a transaction id older than every event below, like a long write elsewhere
+        await other.execute("SELECT pg_current_xact_id()")
+        await varied_history(client, city)
+        await caught_up(services)
+        report = await services.projections.rebuild("problem_history")
+        await tx.rollback()
+    finally:
+        await other.close()
+    assert (report.streams, report.caught_up) == (5, 0)
