@@ -393,9 +393,11 @@ async def finish(services: Services, say: Callable[[str], None]) -> None:
         for name in [*services.projections.runners, Fanout.name]:
             row = {"name": name, "position": head, "updated_at": services.clock.now()}
             await conn.execute(upsert("postgresql", checkpoints, row, key=["name"]))
+    say("summaries (monthly tallies)")
+    await services.projections.recompute_summaries()
     say("VACUUM ANALYZE (visibility map and planner statistics)")
     async with services.db.autocommit() as conn:
-        tables = [t.name for p in problem_projections(services.calendar) for t in p.tables]
+        tables = [t.name for p in problem_projections(services.calendar) for t in p.all_tables]
         for table in ("events", "event_positions", *tables):
             await conn.exec_driver_sql(f"VACUUM (ANALYZE) {table}")
 
