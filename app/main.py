@@ -190,7 +190,7 @@ class Services:
         self.problems = ProblemService(self.db, self.store, self.directory, self.rules, self.calendar, clock)
         # Read models: inline ones (written with the events) and followers (run as workers).
         self.projections = Projections(
-            self.db, self.store, clock, window_seconds=settings.follower_window_ms / 1000
+            self.db, self.store, clock, window_seconds=settings.follower_window_ms / 1000, settings=settings
         )
         for projection in problem_projections(self.calendar):
             self.projections.add(projection)

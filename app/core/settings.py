@@ -95,6 +95,13 @@ class Settings(BaseSettings):
         "so that one batch takes the events of the window together: fewer, larger transactions under "
         "load, at the price of this much lag.",
     )
+    rebuild_processes: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Processes that fold a large rebuild in parallel on PostgreSQL, each a range of "
+        "streams (0: one per CPU; 1: fold in the rebuilding process).",
+    )
     scheduler_interval_seconds: float = Field(
         60,
         ge=0,

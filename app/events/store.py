@@ -165,7 +165,7 @@ _SCAN_SQL = """
 SELECT stream_id, stream_version, event_id, type, schema_version, data::text, {metadata}, occurred_at,
        recorded_at
 FROM events
-WHERE stream_id >= $1 AND stream_id LIKE $2 AND (stream_id, stream_version) > ($3, $4)
+WHERE stream_id >= $1 AND stream_id LIKE $2 AND (stream_id, stream_version) > ($3, $4){before}
 ORDER BY stream_id, stream_version
 LIMIT $5
 """
@@ -540,13 +540,15 @@ class EventStore:
         limit: int = 10_000,
         metadata: bool = True,
         conn: AsyncConnection | None = None,
+        before: str | None = None,
     ) -> list[RecordedEvent]:
         """Events of the streams whose id starts with `prefix`, in (stream, version) order, after
-        the event `after` (stream id, version): rebuilding read models stream by stream along the
-        unique index. A batch may end in the middle of a stream. `metadata=False` leaves the
-        events' metadata empty (read models that do not need it read faster)."""
+        the event `after` (stream id, version) and, with `before`, of the streams whose id sorts
+        before it: rebuilding read models stream by stream along the unique index (a range of
+        streams per worker). A batch may end in the middle of a stream. `metadata=False` leaves
+        the events' metadata empty (read models that do not need it read faster)."""
         if self.db.is_postgres:
-            return await self._scan_postgres(prefix, after, limit, metadata, conn)
+            return await self._scan_postgres(prefix, after, limit, metadata, conn, before)
         c = events.c
         stmt = (
             sa.select(*_SELECT_COLUMNS)
@@ -556,6 +558,8 @@ class EventStore:
         )
         if after is not None:
             stmt = stmt.where(sa.tuple_(c.stream_id, c.stream_version) > sa.tuple_(*after))
+        if before is not None:
+            stmt = stmt.where(c.stream_id < before)
         return [self._from_row(r) for r in await self._rows(stmt, conn)]
 
     async def _scan_postgres(
@@ -565,12 +569,18 @@ class EventStore:
         limit: int,
         metadata: bool,
         conn: AsyncConnection | None,
+        before: str | None = None,
     ) -> list[RecordedEvent]:
         """The same on the driver directly: a rebuild reads every event once, and SQLAlchemy's
         per-row work would cost more than everything else it does with them."""
         pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        sql = _SCAN_SQL.format(metadata="metadata::text" if metadata else "'{}'")
-        args = (prefix, pattern, *(after or ("", 0)), limit)
+        sql = _SCAN_SQL.format(
+            metadata="metadata::text" if metadata else "'{}'",
+            before="" if before is None else " AND stream_id < $6",
+        )
+        args: tuple[Any, ...] = (prefix, pattern, *(after or ("", 0)), limit)
+        if before is not None:
+            args += (before,)
         async with contextlib.AsyncExitStack() as stack:
             if conn is None:
                 conn = await stack.enter_async_context(self.db.read())

@@ -26,10 +26,13 @@ import asyncio
 import contextlib
 import gc
 import hashlib
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from multiprocessing import get_context
 from typing import Any
 
 import orjson
@@ -39,6 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.core.clock import Clock
 from app.core.db import Database, metadata, upsert
 from app.core.errors import AppError, register
+from app.core.settings import Settings
 from app.events import EventStore, RecordedEvent
 from app.events.store import HORIZON
 from app.events.tables import events
@@ -112,12 +116,28 @@ def shadow_tables(projection: StreamProjection) -> dict[str, sa.Table]:
     return out
 
 
+PARALLEL_MIN_EVENTS = 200_000  # below this, starting worker processes costs more than it saves
+
+
 class Rebuilder:
-    def __init__(self, db: Database, store: EventStore, clock: Clock, *, batch: int = 20_000) -> None:
+    def __init__(
+        self,
+        db: Database,
+        store: EventStore,
+        clock: Clock,
+        *,
+        batch: int = 20_000,
+        settings: Settings | None = None,
+        parallel_min: int = PARALLEL_MIN_EVENTS,
+    ) -> None:
         self.db = db
         self.store = store
         self.clock = clock
         self.batch = batch
+        self.settings = settings  # to start worker processes (they build their own services)
+        self.parallel_min = parallel_min
+        wanted = settings.rebuild_processes if settings is not None else 1
+        self.processes = wanted or os.cpu_count() or 1
 
     async def rebuild(self, projection: StreamProjection, progress: Progress | None = None) -> RebuildReport:
         async with AsyncExitStack() as stack:
@@ -157,8 +177,16 @@ class Rebuilder:
                     .where(events.c.stream_id.startswith(projection.prefix, autoescape=True))
                 )
             ).scalar_one()
-        with _without_gc():
-            done, rows, streams = await self._build(projection, shadows, total, progress)
+        if (
+            self.settings is not None
+            and self.processes > 1
+            and self.db.is_postgres
+            and total >= self.parallel_min
+        ):
+            done, rows, streams = await self._build_parallel(projection, total, progress)
+        else:
+            with _without_gc():
+                done, rows, streams = await self._build(projection, shadows, total, progress)
         if projection.summary is not None:  # from the fresh rows; the catch-up keeps it
             async with self.db.transaction() as conn:
                 summary = projection.summary
@@ -250,6 +278,51 @@ class Rebuilder:
             if writing is not None:
                 rows += await writing
         return done, rows, streams
+
+    async def _build_parallel(
+        self, projection: StreamProjection, total: int, progress: Progress | None
+    ) -> tuple[int, int, int]:
+        """The same build in worker processes, each folding a range of streams (bounds from a
+        sample of stream ids) into the same fresh tables: a stream lies in one range, so its
+        rows are written once. Progress moves as ranges finish (four per process)."""
+        assert self.settings is not None
+        bounds = await self._bounds(projection.prefix, self.processes * 4, total)
+        ranges = list(zip([None, *bounds], [*bounds, None], strict=True))
+        loop = asyncio.get_running_loop()
+        done = rows = streams = 0
+        with ProcessPoolExecutor(self.processes, mp_context=get_context("spawn")) as pool:
+            parts = [
+                loop.run_in_executor(pool, build_range, self.settings, projection.name, low, high, self.batch)
+                for low, high in ranges
+            ]
+            try:
+                for finished in asyncio.as_completed(parts):
+                    e, r, n = await finished
+                    done, rows, streams = done + e, rows + r, streams + n
+                    if progress is not None:
+                        progress(done, max(total, done))
+            except BaseException:
+                for part in parts:
+                    part.cancel()
+                raise
+        return done, rows, streams
+
+    async def _bounds(self, prefix: str, parts: int, total: int) -> list[str]:
+        """Stream ids that cut the prefix's streams into about `parts` ranges of equal size
+        (quantiles of a sample of about 100,000 events)."""
+        percent = min(100.0, 100.0 * 100_000 / max(total, 1))
+        quantiles = [i / parts for i in range(1, parts)]
+        pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        async with self.db.read() as conn:
+            found = await conn.execute(
+                sa.text(
+                    "SELECT percentile_disc(CAST(:q AS float8[])) WITHIN GROUP (ORDER BY stream_id) "
+                    "FROM events TABLESAMPLE SYSTEM (:percent) WHERE stream_id LIKE :pattern"
+                ),
+                {"q": quantiles, "pattern": pattern, "percent": percent},
+            )
+            values = found.scalar() or []
+        return sorted({v for v in values if v is not None})
 
     async def _refresh(
         self,
@@ -385,6 +458,48 @@ def _group(batch: Sequence[RecordedEvent]) -> list[tuple[str, list[RecordedEvent
 
 def _key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+def build_range(
+    settings: Settings, name: str, low: str | None, high: str | None, batch: int
+) -> tuple[int, int, int]:
+    """A worker process's part of a parallel build: fold the streams in [low, high) of the
+    projection `name` into its fresh tables; returns (events, rows, streams)."""
+    return asyncio.run(_build_range(settings, name, low, high, batch))
+
+
+async def _build_range(
+    settings: Settings, name: str, low: str | None, high: str | None, batch: int
+) -> tuple[int, int, int]:
+    from app.core.clock import SystemClock
+    from app.main import Services  # the worker's own services: the projection and its store
+
+    services = Services(settings.model_copy(update={"background": False}), SystemClock())
+    try:
+        projection = services.projections.get(name)
+        shadows = shadow_tables(projection)
+        store = services.store
+        done = rows = streams = 0
+        after = (low, 0) if low is not None else None
+        pending: list[RecordedEvent] = []
+        with _without_gc():
+            async with _Writer(services.db, shadows) as writer:
+                while True:
+                    found = await store.scan_streams(
+                        projection.prefix, after=after, limit=batch, metadata=projection.metadata, before=high
+                    )
+                    full = len(found) == batch
+                    if full:
+                        after = (found[-1].stream_id, found[-1].stream_version)
+                    complete, pending = _split_last(pending + found) if full else (pending + found, [])
+                    grouped = _group(complete)
+                    rows += await writer.write(collect_rows(projection, grouped))
+                    streams += len(grouped)
+                    done += len(found)
+                    if not full:
+                        return done, rows, streams
+    finally:
+        await services.db.dispose()
 
 
 class _Writer:

@@ -16,6 +16,7 @@ from app.core.clock import Clock
 from app.core.db import Database
 from app.core.errors import AppError
 from app.core.metrics import FOLLOWER_LAG_EVENTS, FOLLOWER_LAG_SECONDS
+from app.core.settings import Settings
 from app.events import EventStore
 from app.projections.rebuild import Progress, Rebuilder, RebuildReport
 from app.projections.runner import Runner, checkpoints, lock_key
@@ -37,8 +38,17 @@ class ProjectionStatus:
 
 
 class Projections:
-    def __init__(self, db: Database, store: EventStore, clock: Clock, *, window_seconds: float = 0.0) -> None:
+    def __init__(
+        self,
+        db: Database,
+        store: EventStore,
+        clock: Clock,
+        *,
+        window_seconds: float = 0.0,
+        settings: Settings | None = None,
+    ) -> None:
         self.db = db
+        self.settings = settings  # lets a rebuild fold in worker processes (they build their own)
         self.window = window_seconds
         self.store = store
         self.clock = clock
@@ -78,7 +88,9 @@ class Projections:
     async def rebuild(self, name: str, progress: Progress | None = None) -> RebuildReport:
         projection = self.get(name)
         await self._sequence()
-        return await Rebuilder(self.db, self.store, self.clock).rebuild(projection, progress)
+        return await Rebuilder(self.db, self.store, self.clock, settings=self.settings).rebuild(
+            projection, progress
+        )
 
     async def recompute_summaries(self) -> None:
         """After a bulk load that wrote rows directly (`dispatchroom seed`): recompute every

@@ -233,3 +233,22 @@ async def test_a_transaction_in_another_database_does_not_make_every_stream_look
     finally:
         await other.close()
     assert (report.streams, report.caught_up) == (5, 0)
+
+
+@pytest.mark.postgres_only
+async def test_a_parallel_rebuild_in_worker_processes_is_byte_identical(
+    client: httpx.AsyncClient, services: Services, city: City, settings: Any
+) -> None:
+    """Large rebuilds fold ranges of streams in worker processes (`REBUILD_PROCESSES`); forced
+    here on a small log, cut into more ranges than there are streams."""
+    await varied_history(client, city)
+    for i in range(6):
+        await submit(client, city.enterprise(index=i % 4))
+    await caught_up(services)
+    before = await dump(services.db)
+    workers = settings.model_copy(update={"rebuild_processes": 2})
+    for name in ("problem_view", "problem_history"):
+        rebuilder = Rebuilder(services.db, services.store, services.clock, settings=workers, parallel_min=0)
+        report = await rebuilder.rebuild(services.projections.get(name))
+        assert report.streams == 11 and report.caught_up == 0
+    assert await dump(services.db) == before
