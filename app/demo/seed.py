@@ -18,6 +18,12 @@ functions, in one transaction per chunk that records its transaction id in `even
 ordinary sequencer numbers the events (positions without gaps, as for any commit); followers'
 checkpoints then move past the seeded history (its read models are written already; webhooks do
 not announce it). Run it against a database no server is using.
+
+Into a database without problems, the indexes and unique constraints of the tables loaded in bulk
+are dropped before the load and built once at its end, from the SQLAlchemy metadata (so the
+schema ends as migrated): sorting each index once is far cheaper than maintaining a dozen random
+keys row by row. Only the events' key and their (tx_id, id) index stay, which the sequencer reads
+while the load goes on. Seeding into a database that has problems keeps every index.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from app.core.db import upsert
 from app.core.errors import AppError
@@ -49,11 +56,12 @@ from app.demo import DEMO_CALLER, _city, demo_enterprises, demo_rules, demo_unit
 from app.directory.service import unit_from_row
 from app.directory.tables import enterprises, units
 from app.events import RecordedEvent, registry
-from app.events.tables import event_sequencer
+from app.events.tables import event_sequencer, events
 from app.main import Services
 from app.problems import automatic, domain
 from app.problems.domain import Actor, Context, Fact, ProblemState
 from app.problems.projection import problem_projections, view_row
+from app.projections.history import problem_history as history_table
 from app.projections.problem_view import problem_units, problem_view
 from app.projections.rebuild import copy_records
 from app.projections.runner import checkpoints
@@ -82,6 +90,11 @@ EVENT_COLUMNS = [
     "recorded_at",
     "tx_id",
 ]
+# The tables written in bulk, and the indexes of theirs the load needs (see the module's text).
+BULK_TABLES = (events, problem_view, problem_units, history_table)
+KEPT_INDEXES = frozenset({"pk_events", "ix_events_tx_id_id"})
+BUILDERS = 2  # connections building indexes (and vacuuming) at once at the end
+FINISH_SETTINGS = {"statement_timeout": "0", "maintenance_work_mem": "256MB"}
 CATEGORY_WEIGHTS = {
     "utilities": 18,
     "planning_permit": 14,
@@ -362,29 +375,37 @@ async def seed(
     city = await load_city(services, dsn, seed_value)
     for runner in services.projections.runners.values():
         await runner.ensure_checkpoint()
+    await build_indexes(dsn)  # any an interrupted seed left out (none, normally)
+    if await no_problems_yet(services):
+        say("indexes of the bulk-loaded tables: dropped until the end")
+        await drop_indexes(dsn)
     say("problems: decided, folded and copied")
     sizes = [min(CHUNK, problems - i) for i in range(0, problems, CHUNK)]
     workers = processes or os.cpu_count() or 1
     done = events = 0
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        pending = [loop.run_in_executor(pool, generate_chunk, city, i, n) for i, n in enumerate(sizes)]
-        for future in asyncio.as_completed(pending):
-            n, e = await future
-            if n < 0:
-                raise AppError(
-                    "validation_failed", "this --seed was written to this database already: choose another"
-                )
-            done += n
-            events += e
-            await services.store.sequence(SEQUENCE_BATCH)  # positions keep up with the commits
-            if progress:
-                progress(done, events)
-    await finish(services, say)
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+            pending = [loop.run_in_executor(pool, generate_chunk, city, i, n) for i, n in enumerate(sizes)]
+            for future in asyncio.as_completed(pending):
+                n, e = await future
+                if n < 0:
+                    already = "this --seed was written to this database already: choose another"
+                    raise AppError("validation_failed", already)
+                done += n
+                events += e
+                await services.store.sequence(SEQUENCE_BATCH)  # positions keep up with the commits
+                if progress:
+                    progress(done, events)
+    except BaseException:
+        await build_indexes(dsn)  # leave the schema whole
+        raise
+    await finish(services, dsn, say)
     return SeedReport(problems, events, loop.time() - started)
 
 
-async def finish(services: Services, say: Callable[[str], None]) -> None:
-    """Number what is left, move the followers past the seeded history, VACUUM ANALYZE."""
+async def finish(services: Services, dsn: str, say: Callable[[str], None]) -> None:
+    """Number what is left, move the followers past the seeded history, build the indexes,
+    VACUUM ANALYZE, then the read models derived from the seeded ones."""
     say("positions")
     while await services.store.sequence(SEQUENCE_BATCH):
         pass
@@ -393,11 +414,91 @@ async def finish(services: Services, say: Callable[[str], None]) -> None:
         for name in [*services.projections.runners, Fanout.name]:
             row = {"name": name, "position": head, "updated_at": services.clock.now()}
             await conn.execute(upsert("postgresql", checkpoints, row, key=["name"]))
+    say("indexes")
+    await build_indexes(dsn)
     say("VACUUM ANALYZE (visibility map and planner statistics)")
-    async with services.db.autocommit() as conn:
-        tables = [t.name for p in problem_projections(services.calendar) for t in p.tables]
-        for table in ("events", "event_positions", *tables):
-            await conn.exec_driver_sql(f"VACUUM (ANALYZE) {table}")
+    tables = [t.name for p in problem_projections(services.calendar) for t in p.tables]
+    await _run_ddl(dsn, [f"VACUUM (ANALYZE) {table}" for table in ("events", "event_positions", *tables)])
+    say("derived read models")
+    await finish_derived_read_models(services, dsn)
+
+
+async def finish_derived_read_models(services: Services, dsn: str) -> None:
+    """The one place where read models computed from the seeded ones (by SQL, after the indexes
+    and statistics above) are brought up to date. None yet."""
+
+
+# -- indexes of the bulk load -------------------------------------------------------------------
+
+
+def _deferred() -> list[tuple[str, str, str]]:
+    """(name, create, drop) of every index and unique constraint of the bulk-loaded tables that the
+    load does without, as the metadata (and so the migrations) define them."""
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    out: list[tuple[int, str, str, str]] = []
+    for table in BULK_TABLES:
+        ddl: list[tuple[Any, sa.schema.ExecutableDDLElement, sa.schema.ExecutableDDLElement]] = [
+            (c.name, sa.schema.AddConstraint(c), sa.schema.DropConstraint(c))
+            for c in table.constraints
+            if isinstance(c, sa.PrimaryKeyConstraint | sa.UniqueConstraint)
+        ]
+        ddl += [(i.name, sa.schema.CreateIndex(i), sa.schema.DropIndex(i)) for i in table.indexes]
+        out += [
+            (i, str(name), str(create.compile(dialect=dialect)), str(drop.compile(dialect=dialect)))
+            for i, (name, create, drop) in enumerate(ddl)
+            if name not in KEPT_INDEXES
+        ]
+    # The tables taken in turn: builders at work at once mostly sort different tables (adding a
+    # constraint locks its table).
+    return [(name, create, drop) for _, name, create, drop in sorted(out, key=lambda d: d[0])]
+
+
+async def _existing_indexes(dsn: str) -> set[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() AND tablename = ANY($1)",
+            [t.name for t in BULK_TABLES],
+        )
+    finally:
+        await conn.close()
+    return {r[0] for r in rows}
+
+
+async def no_problems_yet(services: Services) -> bool:
+    """Whether the database holds no problem at all (no events, no read-model rows)."""
+    found = sa.union_all(
+        *(sa.select(sa.literal(1)).select_from(t).limit(1) for t in BULK_TABLES[1:]),
+        sa.select(sa.literal(1)).where(events.c.stream_id.startswith("problem-")).limit(1),
+    )
+    async with services.db.read() as conn:
+        return (await conn.execute(sa.select(sa.func.count()).select_from(found.subquery()))).scalar() == 0
+
+
+async def drop_indexes(dsn: str) -> None:
+    existing = await _existing_indexes(dsn)
+    await _run_ddl(dsn, [drop for name, _, drop in _deferred() if name in existing], connections=1)
+
+
+async def build_indexes(dsn: str) -> None:
+    """Create whichever of the deferred indexes is missing (all of them after a bulk load)."""
+    existing = await _existing_indexes(dsn)
+    await _run_ddl(dsn, [create for name, create, _ in _deferred() if name not in existing])
+
+
+async def _run_ddl(dsn: str, statements: Sequence[str], connections: int = BUILDERS) -> None:
+    """Run statements on a few connections at once (no statement timeout: each sorts a table)."""
+    queue = list(reversed(statements))
+
+    async def builder() -> None:
+        conn = await asyncpg.connect(dsn, server_settings=FINISH_SETTINGS)
+        try:
+            while queue:
+                await conn.execute(queue.pop())
+        finally:
+            await conn.close()
+
+    await asyncio.gather(*(builder() for _ in range(min(connections, len(statements)))))
 
 
 def default_settings() -> Settings:
