@@ -288,6 +288,7 @@ async def _write_chunk(city: SeedCity, index: int, count: int) -> tuple[int, int
         # its projection's row function.
         history = next(p for p in problem_projections(calendar) if p.name == "problem_history")
         recorded_at = datetime.now(UTC)
+        metas: dict[str | None, tuple[dict[str, Any], str]] = {}  # by automatic action
         event_rows: list[tuple[Any, ...]] = []
         table_rows: dict[str, list[dict[str, Any]]] = {problem_view.name: [], problem_units.name: []}
         for _ in range(count):
@@ -295,18 +296,33 @@ async def _write_chunk(city: SeedCity, index: int, count: int) -> tuple[int, int
             stream = f"problem-{pid}"
             events = []
             for version, (fact, event_id, action) in enumerate(facts, start=1):
-                data = orjson.loads(orjson.dumps(fact.data))
-                meta = event_metadata(SYSTEM, None, automatic=action) if action else SEED_META
-                events.append(
-                    RecordedEvent(
+                text = orjson.dumps(fact.data)  # once: the event's data as stored, and as read back
+                if action not in metas:
+                    meta = event_metadata(SYSTEM, None, automatic=action) if action else SEED_META
+                    metas[action] = (meta, orjson.dumps(meta).decode())
+                meta, meta_text = metas[action]
+                event = RecordedEvent(
+                    stream,
+                    version,
+                    event_id or _uuid(rng),
+                    fact.type,
+                    registry.current_version(fact.type),
+                    orjson.loads(text),
+                    meta,
+                    fact.occurred_at,
+                    recorded_at,
+                )
+                events.append(event)
+                event_rows.append(
+                    (
+                        event.event_id,
                         stream,
                         version,
-                        event_id or _uuid(rng),
-                        fact.type,
-                        registry.current_version(fact.type),
-                        data,
-                        meta,
-                        fact.occurred_at,
+                        event.type,
+                        event.schema_version,
+                        text.decode(),
+                        meta_text,
+                        event.occurred_at,
                         recorded_at,
                     )
                 )
@@ -316,20 +332,6 @@ async def _write_chunk(city: SeedCity, index: int, count: int) -> tuple[int, int
             ]
             for table, rows in history.rows(stream, events).items():
                 table_rows.setdefault(table, []).extend(rows)
-            event_rows += [
-                (
-                    e.event_id,
-                    stream,
-                    e.stream_version,
-                    e.type,
-                    e.schema_version,
-                    orjson.dumps(e.data).decode(),
-                    orjson.dumps(e.metadata).decode(),
-                    e.occurred_at,
-                    recorded_at,
-                )
-                for e in events
-            ]
         conn = await asyncpg.connect(city.dsn)
         try:
             async with conn.transaction():
