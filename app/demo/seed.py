@@ -421,13 +421,16 @@ async def finish(services: Services, dsn: str, say: Callable[[str], None]) -> No
     say("VACUUM ANALYZE (visibility map and planner statistics)")
     tables = [t.name for p in problem_projections(services.calendar) for t in p.tables]
     await _run_ddl(dsn, [f"VACUUM (ANALYZE) {table}" for table in ("events", "event_positions", *tables)])
-    say("derived read models")
+    say("derived read models (monthly tallies)")
     await finish_derived_read_models(services, dsn)
 
 
 async def finish_derived_read_models(services: Services, dsn: str) -> None:
     """The one place where read models computed from the seeded ones (by SQL, after the indexes
-    and statistics above) are brought up to date. None yet."""
+    and statistics above) are brought up to date: the summary tables, then their statistics."""
+    await services.projections.recompute_summaries()
+    summaries = [p.summary.table.name for p in problem_projections(services.calendar) if p.summary]
+    await _run_ddl(dsn, [f"VACUUM (ANALYZE) {table}" for table in summaries])
 
 
 # -- indexes of the bulk load -------------------------------------------------------------------

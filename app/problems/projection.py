@@ -20,6 +20,7 @@ from app.problems.domain import Fact, ProblemState, Status
 from app.projections.history import TRACKED, problem_history
 from app.projections.problem_view import problem_units, problem_view
 from app.projections.streams import Rows, StreamProjection
+from app.projections.tallies import Tallies
 from app.routing.calendar import WorkCalendar
 
 STREAM_PREFIX = "problem-"
@@ -287,6 +288,8 @@ def problem_projections(calendar: WorkCalendar) -> list[StreamProjection]:
             rows=partial(history_stream_rows, calendar),
             follows=True,
             types=tuple(domain.EVENT_DESCRIPTIONS),
-            description="Intervals of each problem's tier, status, holder and deadline (as-of statistics).",
+            description="Intervals of each problem's tier, status, holder and deadline (as-of statistics), "
+            "and their monthly tallies.",
+            summary=Tallies(calendar.tz),
         ),
     ]

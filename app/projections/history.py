@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql import visitors
 
 from app.core.db import UTCDateTime, metadata
-from app.projections.problem_view import ProblemFilter, filter_conditions, problem_view
+from app.projections.problem_view import ACTIVE_STATUSES, ProblemFilter, filter_conditions, problem_view
 
 # The columns whose change starts a new interval.
 TRACKED = (
@@ -41,6 +41,28 @@ TRACKED = (
     "assigned_at",
     "responded_at",
     "response_days",
+)
+
+# Conditions of the partial indexes on the current intervals, as literal SQL written once: a
+# query uses such an index only when its WHERE clause contains the condition as written (SQLite)
+# or provably implies it (PostgreSQL, which cannot see through bound parameters).
+OPEN_NOW = "valid_to IS NULL AND status IN ({})".format(", ".join(f"'{s}'" for s in ACTIVE_STATUSES))
+UNANSWERED_NOW = (
+    "valid_to IS NULL AND assigned_at IS NOT NULL AND responded_at IS NULL AND status <> 'withdrawn'"
+)
+ANSWERED_NOW = "valid_to IS NULL AND responded_at IS NOT NULL AND status <> 'withdrawn'"
+# What grouping, scoping and cohorts read of an interval.
+_GROUPS = (
+    "problem_id",
+    "district_id",
+    "category",
+    "source",
+    "cooperators",
+    "status",
+    "tier",
+    "solved_tier",
+    "holder_unit_id",
+    "solved_by_unit_id",
 )
 
 problem_history = sa.Table(
@@ -109,6 +131,30 @@ problem_history = sa.Table(
             "status",
         ],
     ),
+    # The open problems now (aging, the overdue): a small part of the current intervals.
+    sa.Index(
+        "ix_problem_history_open",
+        "submitted_at",
+        postgresql_where=sa.text(OPEN_NOW),
+        sqlite_where=sa.text(OPEN_NOW),
+        postgresql_include=[*_GROUPS, "deadline"],
+    ),
+    # The assignments not answered yet, and the answers (late ones are a short range on
+    # response_days): the statistics' corrections of the tallies (`app.projections.tallies`).
+    sa.Index(
+        "ix_problem_history_unanswered",
+        "assigned_at",
+        postgresql_where=sa.text(UNANSWERED_NOW),
+        sqlite_where=sa.text(UNANSWERED_NOW),
+        postgresql_include=[*_GROUPS, "submitted_at"],
+    ),
+    sa.Index(
+        "ix_problem_history_answered",
+        "response_days",
+        postgresql_where=sa.text(ANSWERED_NOW),
+        sqlite_where=sa.text(ANSWERED_NOW),
+        postgresql_include=[*_GROUPS, "submitted_at"],
+    ),
     # The intervals still going on: the current state, for statistics without `as_of`. On
     # PostgreSQL it carries every column a figure reads, so those are index-only scans of one
     # narrow entry per problem instead of visits to a history several times that size.
@@ -121,6 +167,31 @@ problem_history = sa.Table(
         postgresql_include=["category", "source", *TRACKED],
     ),
 )
+
+
+def _literal(value: str) -> sa.ColumnElement[str]:
+    return sa.literal_column(f"'{value}'")
+
+
+def open_now() -> sa.ColumnElement[bool]:
+    """`OPEN_NOW` as an expression on `problem_history` (the same terms: the index applies)."""
+    h = problem_history.c
+    return sa.and_(h.valid_to.is_(None), h.status.in_([_literal(s) for s in ACTIVE_STATUSES]))
+
+
+def unanswered_now() -> sa.ColumnElement[bool]:
+    h = problem_history.c
+    return sa.and_(
+        h.valid_to.is_(None),
+        h.assigned_at.is_not(None),
+        h.responded_at.is_(None),
+        h.status != _literal("withdrawn"),
+    )
+
+
+def answered_now() -> sa.ColumnElement[bool]:
+    h = problem_history.c
+    return sa.and_(h.valid_to.is_(None), h.responded_at.is_not(None), h.status != _literal("withdrawn"))
 
 
 def valid_at(instant: datetime | None, table: sa.Table = problem_history) -> sa.ColumnElement[bool]:

@@ -81,7 +81,7 @@ def shadow_tables(projection: StreamProjection) -> dict[str, sa.Table]:
     suffixed names), on a metadata of their own so that migrations never see them."""
     md = sa.MetaData()
     out: dict[str, sa.Table] = {}
-    for table in projection.tables:
+    for table in projection.all_tables:
         if table.foreign_keys or any(
             isinstance(c, sa.UniqueConstraint) for c in table.constraints
         ):  # pragma: no cover - a projection table of ours has neither
@@ -159,6 +159,11 @@ class Rebuilder:
             ).scalar_one()
         with _without_gc():
             done, rows, streams = await self._build(projection, shadows, total, progress)
+        if projection.summary is not None:  # from the fresh rows; the catch-up keeps it
+            async with self.db.transaction() as conn:
+                summary = projection.summary
+                source = shadows[projection.tables[0].name]
+                rows += await summary.recompute(conn, source, shadows[summary.table.name])
         if self.db.is_postgres:  # indexes after the bulk load (faster), before the swap (no lock)
             async with self.db.autocommit() as conn:
                 for shadow in shadows.values():
@@ -291,7 +296,7 @@ class Rebuilder:
             if projection.follows:
                 await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(lock_key(projection.name))))
             else:
-                names = ", ".join(t.name for t in projection.tables)
+                names = ", ".join(t.name for t in projection.all_tables)
                 await conn.exec_driver_sql(f"LOCK TABLE {names} IN EXCLUSIVE MODE")
         if not projection.follows:
             return None
@@ -309,7 +314,7 @@ class Rebuilder:
     async def _swap(
         self, conn: AsyncConnection, projection: StreamProjection, shadows: Mapping[str, sa.Table]
     ) -> None:
-        for table in projection.tables:
+        for table in projection.all_tables:
             shadow = shadows[table.name]
             await conn.exec_driver_sql(f"DROP TABLE {table.name}")
             await conn.exec_driver_sql(f"ALTER TABLE {shadow.name} RENAME TO {table.name}")

@@ -18,7 +18,7 @@ from app.core.errors import AppError
 from app.core.metrics import FOLLOWER_LAG_EVENTS, FOLLOWER_LAG_SECONDS
 from app.events import EventStore
 from app.projections.rebuild import Progress, Rebuilder, RebuildReport
-from app.projections.runner import Runner, checkpoints
+from app.projections.runner import Runner, checkpoints, lock_key
 from app.projections.streams import StreamFollower, StreamProjection
 
 Worker = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
@@ -79,6 +79,19 @@ class Projections:
         projection = self.get(name)
         await self._sequence()
         return await Rebuilder(self.db, self.store, self.clock).rebuild(projection, progress)
+
+    async def recompute_summaries(self) -> None:
+        """Recompute every summary table from the table it sums, after a bulk load that wrote
+        the rows without them (`dispatchroom seed`). A follower's batch waits meanwhile."""
+        for projection in self._projections.values():
+            summary = projection.summary
+            if summary is None:
+                continue
+            async with self.db.transaction() as conn:
+                if self.db.is_postgres and projection.follows:
+                    await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(lock_key(projection.name))))
+                await conn.execute(sa.delete(summary.table))
+                await summary.recompute(conn, projection.tables[0], summary.table)
 
     async def _sequence(self) -> None:
         """Give committed events their positions first (PostgreSQL; what the servers' sequencer

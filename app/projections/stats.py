@@ -17,6 +17,8 @@ from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.sql import operators
+from sqlalchemy.sql.elements import BinaryExpression
 
 from app.core.clock import Clock
 from app.core.db import Database
@@ -26,9 +28,17 @@ from app.directory.rules import RulesRepository
 from app.directory.service import Directory
 from app.directory.tables import categories, units
 from app.projections import params  # noqa: F401  (registers as_of_in_future)
-from app.projections.history import history_scope, problem_history, valid_at
+from app.projections.history import (
+    answered_now,
+    history_scope,
+    open_now,
+    problem_history,
+    unanswered_now,
+    valid_at,
+)
 from app.projections.periods import start_of_day
 from app.projections.problem_view import ACTIVE_STATUSES, SOLVED_STATUSES, problem_view, scope_filter
+from app.projections.tallies import COUNTS, first_month_from, month_start, problem_tallies
 from app.routing.calendar import WorkCalendar
 from app.routing.tree import TIER_ORDER
 
@@ -275,13 +285,31 @@ class Statistics:
         at: datetime | None = None,
     ) -> dict[str | None, Figures]:
         """Figures per group of the problems in `cohort` and scope, as of `as_of` (None: their
-        current intervals, judged at `at`, default now)."""
+        current intervals, judged at `at`, default now). The current figures of whole months
+        come from the tallies (`app.projections.tallies`), the rest from the temporal model."""
         at = at or as_of or self.clock.now()
         rules = await self.rules.current()
         window = rules.response_window_days
+        cutoff = self.response_cutoff(at, window)
+        if as_of is None:
+            found = await self._from_tallies(scope, group_by, cohort, at, window, cutoff)
+            if found is not None:
+                return found
+        return await self._from_history(scope, group_by, cohort, as_of, at, window, cutoff)
+
+    async def _from_history(
+        self,
+        scope: sa.ColumnElement[bool] | None,
+        group_by: GroupBy,
+        cohort: Cohort,
+        as_of: datetime | None,
+        at: datetime,
+        window: int,
+        cutoff: datetime,
+    ) -> dict[str | None, Figures]:
         key = group_key(group_by).label("key")
         stmt = (
-            sa.select(key, *figures_columns(at, window, self.response_cutoff(at, window)))
+            sa.select(key, *figures_columns(at, window, cutoff))
             .where(valid_at(as_of), problem_history.c.status != "withdrawn", *cohort.conditions())
             .group_by(key)
         )
@@ -291,6 +319,117 @@ class Statistics:
             rows = (await conn.execute(stmt)).all()
         names = {f.name for f in fields(Figures)}
         return {r.key: Figures(**{n: int(getattr(r, n)) for n in names}) for r in rows}
+
+    async def _from_tallies(
+        self,
+        scope: sa.ColumnElement[bool] | None,
+        group_by: GroupBy,
+        cohort: Cohort,
+        at: datetime,
+        window: int,
+        cutoff: datetime,
+    ) -> dict[str | None, Figures] | None:
+        """The current figures with the whole months of the cohort read from the tallies, or
+        None where they cannot answer (a scope other than a district; no whole month)."""
+        district = _district_scope(scope)
+        if district is False:
+            return None
+        tz = self.tz
+        first = first_month_from(cohort.start, tz) if cohort.start is not None else None
+        last = month_start(cohort.end, tz) if cohort.end is not None else None
+        if first is not None and last is not None and first >= last:
+            return None
+        t = problem_tallies.c
+        tally_key = {
+            GroupBy.tier: t.tier_key,
+            GroupBy.unit: t.unit_key,
+            GroupBy.district: t.district_id,
+            GroupBy.category: t.category,
+        }[group_by].label("key")
+        conditions: list[sa.ColumnElement[bool]] = []
+        if first is not None:
+            conditions.append(t.month >= first)
+        if last is not None:
+            conditions.append(t.month < last)
+        for column, value in (
+            (t.district_id, cohort.district_id),
+            (t.district_id, district),
+            (t.category, cohort.category),
+        ):
+            if value:
+                conditions.append(column == value)
+        if cohort.joint is not None:
+            conditions.append(t.joint.is_(cohort.joint))
+        sums = [sa.func.sum(t[c]).label(c) for c in COUNTS]
+        joint = sa.func.sum(sa.case((t.joint, t.received), else_=0)).label("joint")
+        whole = Cohort(first, last, cohort.district_id, cohort.category, cohort.joint)
+        async with self.db.read() as conn:
+            tallied = (
+                await conn.execute(sa.select(tally_key, *sums, joint).where(*conditions).group_by(tally_key))
+            ).all()
+            corrections = {
+                r.key: r
+                for r in await conn.execute(self._corrections(scope, group_by, whole, at, window, cutoff))
+            }
+        out: dict[str | None, Figures] = {}
+        for r in tallied:
+            k = r.key or None
+            c = corrections.get(k)
+            out[k] = Figures(
+                received=int(r.received),
+                solved=int(r.solved),
+                solved_on_the_spot=int(r.solved_on_the_spot),
+                on_time=int(r.on_time),
+                feedback_count=int(r.feedback_count),
+                satisfied=int(r.satisfied),
+                response_due=int(r.assigned_responded) + (int(c.unanswered_due) if c else 0),
+                responded=int(r.responded_any) - (int(c.answered_late) if c else 0),
+                open=int(r.open),
+                overdue=int(c.overdue) if c else 0,
+                returned=int(r.returned),
+                joint=int(r.joint),
+            )
+        edges = [(cohort.start, first), (last, cohort.end)]
+        for start, end in edges:
+            if start is not None and end is not None and start < end:
+                edge = Cohort(start, end, cohort.district_id, cohort.category, cohort.joint)
+                part = await self._from_history(scope, group_by, edge, None, at, window, cutoff)
+                for k, figures in part.items():
+                    out.setdefault(k, Figures()).add(figures)
+        return out
+
+    def _corrections(
+        self,
+        scope: sa.ColumnElement[bool] | None,
+        group_by: GroupBy,
+        cohort: Cohort,
+        at: datetime,
+        window: int,
+        cutoff: datetime,
+    ) -> sa.Select[Any]:
+        """Per group: the overdue now, the unanswered assignments whose window has run out (they
+        count as due) and the answers given after the window (they do not count as responded),
+        each from its own partial index."""
+        h = problem_history.c
+        key = group_key(group_by).label("key")
+        common = [*cohort.conditions(), *([scope] if scope is not None else [])]
+        one, zero = sa.literal(1), sa.literal(0)
+        arms = [
+            sa.select(key, one.label("o"), zero.label("u"), zero.label("a")).where(
+                open_now(), h.deadline < at, *common
+            ),
+            sa.select(key, zero, one, zero).where(unanswered_now(), h.assigned_at < cutoff, *common),
+            sa.select(key, zero, zero, one).where(
+                answered_now(), sa.or_(h.response_days > window, h.response_days.is_(None)), *common
+            ),
+        ]
+        both = sa.union_all(*arms).subquery()
+        return sa.select(
+            both.c.key,
+            sa.func.sum(both.c.o).label("overdue"),
+            sa.func.sum(both.c.u).label("unanswered_due"),
+            sa.func.sum(both.c.a).label("answered_late"),
+        ).group_by(both.c.key)
 
     async def names(self, group_by: GroupBy, keys: Sequence[str | None]) -> dict[str, tuple[str, str | None]]:
         """Display names of group keys (and a unit's district)."""
@@ -376,8 +515,9 @@ class Statistics:
             else_="0-3",
         ).label("bucket")
         key = (group_key(group_by) if group_by else sa.literal(None, sa.String)).label("key")
-        active = h.status.in_(ACTIVE_STATUSES)
-        conditions = [valid_at(as_of and at), active, *cohort.conditions()]
+        # Now: the open problems' partial index; as of a past instant: the intervals then.
+        now = open_now() if as_of is None else sa.and_(valid_at(at), h.status.in_(ACTIVE_STATUSES))
+        conditions = [now, *cohort.conditions()]
         scope = await self.scope(caller)
         if scope is not None:
             conditions.append(scope)
@@ -482,3 +622,19 @@ class Statistics:
 
     def local(self, value: datetime | None) -> datetime | None:
         return value.astimezone(self.tz) if value is not None else None
+
+
+def _district_scope(scope: sa.ColumnElement[bool] | None) -> str | bool | None:
+    """The district a scope on `problem_history` is limited to: None for no limit, the district
+    for `district_id = …`, False for any other scope (the tallies cannot say)."""
+    if scope is None:
+        return None
+    if (
+        isinstance(scope, BinaryExpression)
+        and scope.operator is operators.eq
+        and scope.left is problem_history.c.district_id
+        and isinstance(scope.right, sa.BindParameter)
+        and isinstance(scope.right.value, str)
+    ):
+        return str(scope.right.value)
+    return False

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -25,6 +25,24 @@ from app.events import EventStore, RecordedEvent
 
 Rows = Mapping[str, list[dict[str, Any]]]
 RowsFn = Callable[[str, Sequence[RecordedEvent]], Rows]
+
+
+class Summary(Protocol):
+    """A table that sums a projection table's rows (not keyed by stream): kept in the same
+    transaction as the rows it sums, recomputed in full by rebuilds (`app.projections.tallies`)."""
+
+    table: sa.Table
+
+    async def read(self, conn: AsyncConnection, source: sa.Table, keys: Sequence[str]) -> Any:
+        """What the rows of these streams contribute now (before they are replaced)."""
+
+    async def apply(
+        self, conn: AsyncConnection, target: sa.Table, before: Any, new_rows: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Replace the contributions `before` by those of `new_rows` in `target`."""
+
+    async def recompute(self, conn: AsyncConnection, source: sa.Table, target: sa.Table) -> int:
+        """Fill the empty `target` from all of `source`."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +56,12 @@ class StreamProjection:
     types: tuple[str, ...] | None = None  # event types a follower needs (None: all)
     metadata: bool = False  # whether `rows` reads the events' metadata
     description: str = ""
+    summary: Summary | None = None  # a sum of `tables[0]`'s rows, kept with them
+
+    @property
+    def all_tables(self) -> tuple[sa.Table, ...]:
+        """Every table the projection writes (its keyed tables, then its summary)."""
+        return self.tables + ((self.summary.table,) if self.summary else ())
 
     def key_of(self, stream_id: str) -> str:
         return stream_id[len(self.prefix) :]
@@ -56,8 +80,10 @@ async def write_streams(
 ) -> int:
     """Write the rows of `streams` into `tables` (default: the projection's own), replacing what
     those streams had there. Returns the number of rows written."""
-    targets = tables or {t.name: t for t in projection.tables}
+    targets = tables or {t.name: t for t in projection.all_tables}
     keys = [projection.key_of(s) for s in streams]
+    summary, source = projection.summary, projection.tables[0]
+    before = await summary.read(conn, targets[source.name], keys) if summary and keys and replace else None
     if replace and keys:
         for table in projection.tables:
             target = targets[table.name]
@@ -71,6 +97,8 @@ async def write_streams(
         if rows:
             await conn.execute(sa.insert(targets[table.name]), rows)
             written += len(rows)
+    if summary and keys:
+        await summary.apply(conn, targets[summary.table.name], before, batches[source.name])
     return written
 
 

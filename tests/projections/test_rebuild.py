@@ -20,13 +20,14 @@ from app.main import Services
 from app.projections.history import problem_history
 from app.projections.problem_view import problem_units, problem_view
 from app.projections.rebuild import Rebuilder
+from app.projections.tallies import problem_tallies
 from tests.conftest import _asyncpg_dsn
 from tests.factories import D1, City, command, submit
 from tests.projections.helpers import at, caught_up, submit_at
 from tests.server import dispatchroom
 from tests.test_migrations import _inspect
 
-TABLES = (problem_view, problem_units, problem_history)
+TABLES = (problem_view, problem_units, problem_history, problem_tallies)
 
 
 async def dump(db: Database) -> dict[str, list[tuple[Any, ...]]]:

@@ -181,3 +181,60 @@ async def test_every_statistic_is_scoped_by_the_callers_role(
     assert [o["id"] for o in oldest] == [ours]
     report = await client.get("/v1/reports/dispatch", params={"period": "2026-11"}, headers=auth(viewer_d2))
     assert report.json()["total"]["received"] == 1 and report.json()["scope"]["district_id"] == D2
+
+
+async def test_current_figures_from_the_monthly_tallies_equal_the_temporal_models(
+    client: httpx.AsyncClient, services: Services, city: City
+) -> None:
+    """Whole months come from `problem_tallies` plus corrections for what depends on the instant
+    (overdue, unanswered past the window, answered late); the rest from the temporal model. A
+    varied history over three months, including a return, a late answer and a withdrawal."""
+    from app.projections.history import problem_history
+    from app.projections.stats import Cohort, GroupBy
+    from tests.projections.test_rebuild import varied_history
+
+    await varied_history(client, city)  # November: returns, joint handling, deferral, withdrawal
+    fg = city.function_groups[D1][0]
+    for i, month in enumerate((datetime(2026, 9, 7, 1, tzinfo=UTC), datetime(2026, 10, 12, 1, tzinfo=UTC))):
+        late = await submit_at(client, city.enterprise(D1, i), month)
+        await at(client, late, month + timedelta(hours=1), "escalate", {"reason": "上交"})
+        await at(client, late, month + timedelta(hours=2), "assign", {"lead_unit_id": fg})
+        await at(client, late, month + timedelta(days=6), "accept")  # answered after the window
+        unanswered = await submit_at(client, city.enterprise(D2, i), month)
+        await at(client, unanswered, month + timedelta(hours=1), "escalate", {"reason": "上交"})
+        await at(
+            client,
+            unanswered,
+            month + timedelta(hours=2),
+            "assign",
+            {"lead_unit_id": city.function_groups[D2][0]},
+        )
+        solved = await submit_at(client, city.enterprise(D1, 2), month)
+        await at(client, solved, month + timedelta(hours=3), "resolve", {"resolution": "现场解决"})
+    await caught_up(services)
+
+    stats = services.stats
+    window = (await services.rules.current()).response_window_days
+    cutoff = stats.response_cutoff(T0, window)
+    cohorts = [
+        Cohort(),
+        Cohort(datetime(2026, 9, 10, tzinfo=UTC), datetime(2026, 11, 3, tzinfo=UTC)),
+        Cohort(datetime(2026, 8, 31, 16, tzinfo=UTC), None),  # from 1 September, city time
+        Cohort(None, datetime(2026, 10, 31, 16, tzinfo=UTC), district_id=D1),
+        Cohort(joint=True),
+    ]
+    for cohort in cohorts:
+        for scope in (None, problem_history.c.district_id == D1):
+            for grouping in GroupBy:
+                tallied = await stats._from_tallies(scope, grouping, cohort, T0, window, cutoff)
+                direct = await stats._from_history(scope, grouping, cohort, None, T0, window, cutoff)
+                assert tallied == direct, (cohort, scope, grouping)
+    body = await get(client, RATES, group_by="district")
+    d1 = by_key(body)[D1]
+    # Every figure the tallies correct is exercised: a return, an overdue assignment, late answers.
+    assert d1["returned"] == 1 and d1["overdue"] >= 1 and d1["responded"] < d1["response_due"]
+    # And a scope the tallies cannot answer (a handler's units) goes to the temporal model.
+    assert (
+        await stats._from_tallies(problem_history.c.source == "x", GroupBy.tier, Cohort(), T0, window, cutoff)
+        is None
+    )

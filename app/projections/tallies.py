@@ -1,0 +1,228 @@
+"""Monthly tallies of the problems' current state (`problem_tallies`), so that solve rates over
+months of problems add up a few thousand rows instead of one entry per problem.
+
+One row per month of submission (city time), district, category, group keys (the tier and unit
+a problem counts under: where it is now, or who solved it) and whether it is handled jointly,
+holding the counts of `Figures` that depend only on a problem's current interval. The figures
+that depend on the instant asked about (overdue, a response window that has run out) or on the
+rules in force (a response counts only within the window) are corrected from narrow partial
+indexes of `problem_history` (`Statistics`): few problems are open, unanswered or answered late.
+
+The tallies are a sum over the intervals still going on, kept by the temporal model's follower
+in its batch's transaction: before it replaces a batch of problems' intervals it takes their
+current intervals' contributions away, after it adds the new ones'. A rebuild recomputes them
+from the fresh temporal model (`recompute`). Withdrawn problems count nowhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.core.db import UTCDateTime, metadata
+from app.projections.problem_view import ACTIVE_STATUSES, SOLVED_STATUSES
+
+KEY = ("month", "district_id", "category", "tier_key", "unit_key", "joint")
+COUNTS = (
+    "received",
+    "solved",
+    "solved_on_the_spot",
+    "on_time",
+    "feedback_count",
+    "satisfied",
+    "assigned_responded",  # assigned and answered: part of response_due whatever the instant
+    "responded_any",  # answered at all: `responded` once the late answers are taken away
+    "open",
+    "returned",
+)
+# What a contribution reads from an interval.
+SOURCE_COLUMNS = (
+    "submitted_at",
+    "district_id",
+    "category",
+    "status",
+    "tier",
+    "solved_tier",
+    "holder_unit_id",
+    "solved_by_unit_id",
+    "cooperators",
+    "escalations",
+    "deadline",
+    "resolved_at",
+    "feedback_score",
+    "satisfied",
+    "assigned_at",
+    "responded_at",
+    "returns",
+)
+
+problem_tallies = sa.Table(
+    "problem_tallies",
+    metadata,
+    sa.Column("month", UTCDateTime, primary_key=True, comment="Start of the month of submission (city time)"),
+    sa.Column("district_id", sa.String(12), primary_key=True),
+    sa.Column("category", sa.String(64), primary_key=True),
+    sa.Column("tier_key", sa.String(16), primary_key=True, comment="Tier now, or the solving tier ('' none)"),
+    sa.Column("unit_key", sa.String(64), primary_key=True, comment="Holder now, or the solver ('' none)"),
+    sa.Column("joint", sa.Boolean, primary_key=True),
+    *[sa.Column(name, sa.Integer, nullable=False) for name in COUNTS],
+)
+
+Key = tuple[datetime, str, str, str, str, bool]
+
+
+def month_start(instant: datetime, tz: ZoneInfo) -> datetime:
+    """The start of the city-time month `instant` falls in, in UTC."""
+    local = instant.astimezone(tz)
+    return datetime(local.year, local.month, 1, tzinfo=tz).astimezone(UTC)
+
+
+def next_month(start: datetime, tz: ZoneInfo) -> datetime:
+    local = start.astimezone(tz)
+    year, month = (local.year + 1, 1) if local.month == 12 else (local.year, local.month + 1)
+    return datetime(year, month, 1, tzinfo=tz).astimezone(UTC)
+
+
+def first_month_from(instant: datetime, tz: ZoneInfo) -> datetime:
+    """The first month start at or after `instant`."""
+    start = month_start(instant, tz)
+    return start if start == instant else next_month(start, tz)
+
+
+def contribution(row: Any, tz: ZoneInfo) -> tuple[Key, tuple[int, ...]] | None:
+    """What one current interval adds to the tallies (None: a withdrawn problem). The conditions
+    are `stats.figures_columns`' restated on one row; `tests/projections` checks they agree."""
+    if row.status == "withdrawn":
+        return None
+    solved = row.status in SOLVED_STATUSES
+    key = (
+        month_start(row.submitted_at, tz),
+        row.district_id,
+        row.category,
+        (row.solved_tier if solved else row.tier) or "",
+        (row.solved_by_unit_id if solved else row.holder_unit_id) or "",
+        row.cooperators > 0,
+    )
+    on_time = solved and (
+        row.deadline is None or (row.resolved_at is not None and row.resolved_at <= row.deadline)
+    )
+    counts = (
+        1,
+        int(solved),
+        int(solved and row.solved_tier == "local" and row.escalations == 0),
+        int(on_time),
+        int(row.feedback_score is not None),
+        int(row.satisfied is True),
+        int(row.assigned_at is not None and row.responded_at is not None),
+        int(row.responded_at is not None),
+        int(row.status in ACTIVE_STATUSES),
+        int(row.returns > 0),
+    )
+    return key, counts
+
+
+def tally(
+    rows: Iterable[Any], tz: ZoneInfo, sign: int = 1, into: dict[Key, list[int]] | None = None
+) -> dict[Key, list[int]]:
+    """Sum the contributions of `rows` (current intervals) into `into`, times `sign`."""
+    out = into if into is not None else {}
+    for row in rows:
+        found = contribution(row, tz)
+        if found is None:
+            continue
+        key, counts = found
+        acc = out.get(key)
+        if acc is None:
+            out[key] = [sign * c for c in counts]
+        else:
+            for i, c in enumerate(counts):
+                acc[i] += sign * c
+    return out
+
+
+class _Attrs:
+    """A row dict read by attribute (what `contribution` expects of a result row)."""
+
+    __slots__ = ("_row",)
+
+    def __init__(self, row: Mapping[str, Any]) -> None:
+        self._row = row
+
+    def __getattr__(self, name: str) -> Any:
+        return self._row[name]
+
+
+class Tallies:
+    """The summary of the temporal model that its follower and rebuilds keep (`StreamProjection.summary`)."""
+
+    table = problem_tallies
+
+    def __init__(self, tz: ZoneInfo) -> None:
+        self.tz = tz
+
+    async def read(
+        self, conn: AsyncConnection, source: sa.Table, keys: Sequence[str]
+    ) -> dict[Key, list[int]]:
+        """The contributions of these problems' current intervals, taken away (before a replace)."""
+        out: dict[Key, list[int]] = {}
+        columns = [source.c[c] for c in SOURCE_COLUMNS]
+        for i in range(0, len(keys), 500):
+            rows = await conn.execute(
+                sa.select(*columns).where(
+                    source.c.valid_to.is_(None), source.c.problem_id.in_(keys[i : i + 500])
+                )
+            )
+            tally(rows, self.tz, -1, out)
+        return out
+
+    async def apply(
+        self,
+        conn: AsyncConnection,
+        target: sa.Table,
+        before: dict[Key, list[int]] | None,
+        new_rows: Sequence[Mapping[str, Any]],
+    ) -> None:
+        """Add the new rows' current intervals to `before` (what `read` took away) and write the
+        difference."""
+        delta = before if before is not None else {}
+        tally((_Attrs(r) for r in new_rows if r["valid_to"] is None), self.tz, 1, delta)
+        changed = [(k, v) for k, v in delta.items() if any(v)]
+        if not changed:
+            return
+        dialect = conn.dialect.name
+        ins: Any = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(target)
+        ins = ins.on_conflict_do_update(
+            index_elements=list(KEY), set_={c: target.c[c] + ins.excluded[c] for c in COUNTS}
+        )
+        await conn.execute(ins, [_params(k, v) for k, v in changed])
+        gone = [_params(k, v) for k, v in changed if v[0] < 0]
+        if gone:
+            await conn.execute(
+                sa.delete(target).where(
+                    *[target.c[c] == sa.bindparam(f"k_{c}") for c in KEY], target.c.received == 0
+                ),
+                [{f"k_{c}": p[c] for c in KEY} for p in gone],
+            )
+
+    async def recompute(self, conn: AsyncConnection, source: sa.Table, target: sa.Table) -> int:
+        """Fill `target` (empty) from every current interval of `source`; returns its rows."""
+        result = await conn.stream(
+            sa.select(*[source.c[c] for c in SOURCE_COLUMNS]).where(source.c.valid_to.is_(None)),
+        )
+        totals: dict[Key, list[int]] = {}
+        async for partition in result.partitions(10_000):
+            tally(partition, self.tz, 1, totals)
+        rows = [_params(k, v) for k, v in totals.items()]
+        for i in range(0, len(rows), 5_000):
+            await conn.execute(sa.insert(target), rows[i : i + 5_000])
+        return len(rows)
+
+
+def _params(key: Key, counts: Sequence[int]) -> dict[str, Any]:
+    return {**dict(zip(KEY, key, strict=True)), **dict(zip(COUNTS, counts, strict=True))}
