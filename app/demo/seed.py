@@ -19,11 +19,14 @@ ordinary sequencer numbers the events (positions without gaps, as for any commit
 checkpoints then move past the seeded history (its read models are written already; webhooks do
 not announce it). Run it against a database no server is using.
 
-Into a database without problems, the indexes and unique constraints of the tables loaded in bulk
-are dropped before the load and built once at its end, from the SQLAlchemy metadata (so the
-schema ends as migrated): sorting each index once is far cheaper than maintaining a dozen random
-keys row by row. Only the events' key and their (tx_id, id) index stay, which the sequencer reads
-while the load goes on. Seeding into a database that has problems keeps every index.
+Into a database without problems, the load goes without indexes: those of the tables written in
+bulk (and their unique and foreign keys) are dropped before it and built once at its end from the
+SQLAlchemy metadata, so the schema ends as migrated; sorting each index once is far cheaper than
+maintaining a dozen random keys row by row. Only the events' key and their (tx_id, id) index stay,
+which the sequencer reads. The sequencer then numbers the whole seeded history at the end, in a few
+large passes into `event_positions` without its indexes (about eight times cheaper per event than
+passes that keep up with the load). Seeding into a database that has problems keeps every index
+and numbers as it goes.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ from app.demo import DEMO_CALLER, _city, demo_enterprises, demo_rules, demo_unit
 from app.directory.service import unit_from_row
 from app.directory.tables import enterprises, units
 from app.events import RecordedEvent, registry
-from app.events.tables import event_sequencer, events
+from app.events.tables import event_positions, event_sequencer, events
 from app.main import Services
 from app.problems import automatic, domain
 from app.problems.domain import Actor, Context, Fact, ProblemState
@@ -91,10 +94,11 @@ EVENT_COLUMNS = [
     "tx_id",
 ]
 # The tables written in bulk, and the indexes of theirs the load needs (see the module's text).
-BULK_TABLES = (events, problem_view, problem_units, history_table)
+BULK_TABLES = (events, event_positions, problem_view, problem_units, history_table)
 KEPT_INDEXES = frozenset({"pk_events", "ix_events_tx_id_id"})
+BULK_SEQUENCE_BATCH = 1_000_000  # events per sequencer pass after a load without indexes
 BUILDERS = 2  # connections building indexes (and vacuuming) at once at the end
-FINISH_SETTINGS = {"statement_timeout": "0", "maintenance_work_mem": "256MB"}
+FINISH_SETTINGS = {"statement_timeout": "0", "maintenance_work_mem": "256MB", "work_mem": "64MB"}
 CATEGORY_WEIGHTS = {
     "utilities": 18,
     "planning_permit": 14,
@@ -378,7 +382,9 @@ async def seed(
     for runner in services.projections.runners.values():
         await runner.ensure_checkpoint()
     await build_indexes(dsn)  # any an interrupted seed left out (none, normally)
-    if await no_problems_yet(services):
+    bulk = await no_problems_yet(services)
+    if bulk:
+        await services.store.sequence_all()  # the city's events, with the indexes still there
         say("indexes of the bulk-loaded tables: dropped until the end")
         await drop_indexes(dsn)
     say("problems: decided, folded and copied")
@@ -395,29 +401,38 @@ async def seed(
                     raise AppError("validation_failed", already)
                 done += n
                 events += e
-                await services.store.sequence(SEQUENCE_BATCH)  # positions keep up with the commits
+                if not bulk:
+                    await services.store.sequence(SEQUENCE_BATCH)  # positions keep up with the commits
                 if progress:
                     progress(done, events)
     except BaseException:
-        await build_indexes(dsn)  # leave the schema whole
+        await build_indexes(dsn)  # leave the schema whole (the sequencer numbers what was loaded)
         raise
-    await finish(services, dsn, say)
+    await finish(services, dsn, bulk, say)
     return SeedReport(problems, events, loop.time() - started)
 
 
-async def finish(services: Services, dsn: str, say: Callable[[str], None]) -> None:
-    """Number what is left, move the followers past the seeded history, build the indexes,
+async def finish(services: Services, dsn: str, bulk: bool, say: Callable[[str], None]) -> None:
+    """Number what is left, build the indexes, move the followers past the seeded history,
     VACUUM ANALYZE, then the read models derived from the seeded ones."""
     say("positions")
-    while await services.store.sequence(SEQUENCE_BATCH):
-        pass
+    async with services.db.autocommit() as conn:
+        if bulk:  # passes over the whole load, longer than the statement timeout allows
+            await conn.exec_driver_sql("SET statement_timeout = 0")
+            await conn.exec_driver_sql(f"SET work_mem = '{FINISH_SETTINGS['work_mem']}'")
+        try:
+            while await services.store.sequence(BULK_SEQUENCE_BATCH if bulk else SEQUENCE_BATCH, conn=conn):
+                pass
+        finally:
+            await conn.exec_driver_sql("RESET statement_timeout")
+            await conn.exec_driver_sql("RESET work_mem")
+    say("indexes")
+    await build_indexes(dsn)
     async with services.db.transaction() as conn:
         head = (await conn.execute(sa.select(event_sequencer.c.last_position))).scalar() or 0
         for name in [*services.projections.runners, Fanout.name]:
             row = {"name": name, "position": head, "updated_at": services.clock.now()}
             await conn.execute(upsert("postgresql", checkpoints, row, key=["name"]))
-    say("indexes")
-    await build_indexes(dsn)
     say("VACUUM ANALYZE (visibility map and planner statistics)")
     tables = [t.name for p in problem_projections(services.calendar) for t in p.tables]
     await _run_ddl(dsn, [f"VACUUM (ANALYZE) {table}" for table in ("events", "event_positions", *tables)])
@@ -437,32 +452,38 @@ async def finish_derived_read_models(services: Services, dsn: str) -> None:
 
 
 def _deferred() -> list[tuple[str, str, str]]:
-    """(name, create, drop) of every index and unique constraint of the bulk-loaded tables that the
-    load does without, as the metadata (and so the migrations) define them."""
+    """(name, create, drop) of every index and key of the bulk-loaded tables that the load does
+    without, as the metadata (and so the migrations) define them, in the order to create them."""
     dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
-    out: list[tuple[int, str, str, str]] = []
+    out: list[tuple[tuple[bool, int], str, str, str]] = []
     for table in BULK_TABLES:
-        ddl: list[tuple[Any, sa.schema.ExecutableDDLElement, sa.schema.ExecutableDDLElement]] = [
-            (c.name, sa.schema.AddConstraint(c), sa.schema.DropConstraint(c))
+        ddl: list[tuple[Any, sa.schema.ExecutableDDLElement, sa.schema.ExecutableDDLElement, bool]] = [
+            (
+                c.name,
+                sa.schema.AddConstraint(c),
+                sa.schema.DropConstraint(c),
+                isinstance(c, sa.ForeignKeyConstraint),
+            )
             for c in table.constraints
-            if isinstance(c, sa.PrimaryKeyConstraint | sa.UniqueConstraint)
+            if isinstance(c, sa.PrimaryKeyConstraint | sa.UniqueConstraint | sa.ForeignKeyConstraint)
         ]
-        ddl += [(i.name, sa.schema.CreateIndex(i), sa.schema.DropIndex(i)) for i in table.indexes]
-        out += [
-            (i, str(name), str(create.compile(dialect=dialect)), str(drop.compile(dialect=dialect)))
-            for i, (name, create, drop) in enumerate(ddl)
-            if name not in KEPT_INDEXES
-        ]
+        ddl += [(i.name, sa.schema.CreateIndex(i), sa.schema.DropIndex(i), False) for i in table.indexes]
+        for i, (name, create, drop, foreign) in enumerate(ddl):
+            if name not in KEPT_INDEXES:
+                sql = (str(create.compile(dialect=dialect)), str(drop.compile(dialect=dialect)))
+                out.append(((foreign, i), str(name), *sql))
     # The tables taken in turn: builders at work at once mostly sort different tables (adding a
-    # constraint locks its table).
+    # key locks its table). Foreign keys last: they check against the keys they refer to.
     return [(name, create, drop) for _, name, create, drop in sorted(out, key=lambda d: d[0])]
 
 
 async def _existing_indexes(dsn: str) -> set[str]:
+    """The names of the indexes and constraints the bulk-loaded tables have."""
     conn = await asyncpg.connect(dsn)
     try:
         rows = await conn.fetch(
-            "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() AND tablename = ANY($1)",
+            "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() AND tablename = ANY($1)"
+            " UNION SELECT conname FROM pg_constraint WHERE conrelid = ANY($1::text[]::regclass[])",
             [t.name for t in BULK_TABLES],
         )
     finally:
@@ -482,7 +503,8 @@ async def no_problems_yet(services: Services) -> bool:
 
 async def drop_indexes(dsn: str) -> None:
     existing = await _existing_indexes(dsn)
-    await _run_ddl(dsn, [drop for name, _, drop in _deferred() if name in existing], connections=1)
+    drops = [drop for name, _, drop in reversed(_deferred()) if name in existing]  # foreign keys first
+    await _run_ddl(dsn, drops, connections=1)
 
 
 async def build_indexes(dsn: str) -> None:
