@@ -78,9 +78,12 @@ async def test_a_seeded_history_equals_a_rebuild_and_is_numbered_once(
         assert await dump(services.db) == seeded, "the seeded read models equal a rebuild from the log"
 
         async with services.db.autocommit() as conn:  # as a seed interrupted during its load leaves it
-            await conn.exec_driver_sql("DROP INDEX ix_problem_history_current")
-            await conn.exec_driver_sql("ALTER TABLE events DROP CONSTRAINT uq_events_event_id")
-            await conn.exec_driver_sql("ALTER TABLE event_positions DROP CONSTRAINT fk_event_positions_event_row_events")
+            for statement in (
+                "DROP INDEX ix_problem_history_current",
+                "ALTER TABLE events DROP CONSTRAINT uq_events_event_id",
+                "ALTER TABLE event_positions DROP CONSTRAINT fk_event_positions_event_row_events",
+            ):
+                await conn.exec_driver_sql(statement)
 
     again = dispatchroom(*args, env=env, timeout=300)
     assert again.returncode == 2 and "this database already" in again.stdout.replace("\n", " ")
