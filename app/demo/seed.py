@@ -58,12 +58,12 @@ from app.core.settings import Settings
 from app.demo import DEMO_CALLER, _city, demo_enterprises, demo_rules, demo_units
 from app.directory.service import unit_from_row
 from app.directory.tables import enterprises, units
-from app.events import RecordedEvent, registry
+from app.events import registry
 from app.events.tables import event_positions, event_sequencer, events
 from app.main import Services
 from app.problems import automatic, domain
 from app.problems.domain import Actor, Context, Fact, ProblemState
-from app.problems.projection import problem_projections, view_row
+from app.problems.projection import history_rows, problem_projections, view_row
 from app.projections.history import problem_history as history_table
 from app.projections.problem_view import problem_units, problem_view
 from app.projections.rebuild import copy_records
@@ -289,44 +289,36 @@ async def _write_chunk(city: SeedCity, index: int, count: int) -> tuple[int, int
         depts = [u.id for u in city.units if u.kind is UnitKind.city_department]
         # The problem view's rows are `view_row` of the state the generation folded (what its
         # projection computes by folding the same facts again); the temporal model's come from
-        # its projection's row function.
-        history = next(p for p in problem_projections(calendar) if p.name == "problem_history")
+        # its projection's row function, given the facts as they read back from the log.
+        versions = {t: registry.current_version(t) for t in domain.EVENT_DESCRIPTIONS}
         recorded_at = datetime.now(UTC)
-        metas: dict[str | None, tuple[dict[str, Any], str]] = {}  # by automatic action
+        metas: dict[str | None, str] = {}  # metadata as stored, by automatic action
         event_rows: list[tuple[Any, ...]] = []
-        table_rows: dict[str, list[dict[str, Any]]] = {problem_view.name: [], problem_units.name: []}
+        table_rows: dict[str, list[dict[str, Any]]] = {
+            problem_view.name: [],
+            problem_units.name: [],
+            history_table.name: [],
+        }
         for _ in range(count):
             pid, facts, state = problem_history(rng, city, policy, fgs, depts)
             stream = f"problem-{pid}"
-            events = []
+            read_back = []
             for version, (fact, event_id, action) in enumerate(facts, start=1):
                 text = orjson.dumps(fact.data)  # once: the event's data as stored, and as read back
                 if action not in metas:
                     meta = event_metadata(SYSTEM, None, automatic=action) if action else SEED_META
-                    metas[action] = (meta, orjson.dumps(meta).decode())
-                meta, meta_text = metas[action]
-                event = RecordedEvent(
-                    stream,
-                    version,
-                    event_id or _uuid(rng),
-                    fact.type,
-                    registry.current_version(fact.type),
-                    orjson.loads(text),
-                    meta,
-                    fact.occurred_at,
-                    recorded_at,
-                )
-                events.append(event)
+                    metas[action] = orjson.dumps(meta).decode()
+                read_back.append(Fact(fact.type, orjson.loads(text), fact.occurred_at))
                 event_rows.append(
                     (
-                        event.event_id,
+                        event_id or _uuid(rng),
                         stream,
                         version,
-                        event.type,
-                        event.schema_version,
+                        fact.type,
+                        versions[fact.type],
                         text.decode(),
-                        meta_text,
-                        event.occurred_at,
+                        metas[action],
+                        fact.occurred_at,
                         recorded_at,
                     )
                 )
@@ -334,8 +326,7 @@ async def _write_chunk(city: SeedCity, index: int, count: int) -> tuple[int, int
             table_rows[problem_units.name] += [
                 {"problem_id": pid, "unit_id": u} for u in state.involved_units
             ]
-            for table, rows in history.rows(stream, events).items():
-                table_rows.setdefault(table, []).extend(rows)
+            table_rows[history_table.name] += history_rows(pid, read_back, calendar)
         conn = await asyncpg.connect(city.dsn)
         try:
             async with conn.transaction():
