@@ -94,7 +94,8 @@ EVENT_COLUMNS = [
     "tx_id",
 ]
 # The tables written in bulk, and the indexes of theirs the load needs (see the module's text).
-BULK_TABLES = (events, event_positions, problem_view, problem_units, history_table)
+PROBLEM_TABLES = (problem_view, problem_units, history_table)
+BULK_TABLES = (events, event_positions, *PROBLEM_TABLES)
 KEPT_INDEXES = frozenset({"pk_events", "ix_events_tx_id_id"})
 BULK_SEQUENCE_BATCH = 1_000_000  # events per sequencer pass after a load without indexes
 BUILDERS = 2  # connections building indexes (and vacuuming) at once at the end
@@ -406,17 +407,12 @@ async def seed(
 async def finish(services: Services, dsn: str, bulk: bool, say: Callable[[str], None]) -> None:
     """Number what is left, build the indexes, move the followers past the seeded history,
     VACUUM ANALYZE, then the read models derived from the seeded ones."""
-    say("positions")
-    async with services.db.autocommit() as conn:
-        if bulk:  # passes over the whole load, longer than the statement timeout allows
-            await conn.exec_driver_sql("SET statement_timeout = 0")
-            await conn.exec_driver_sql(f"SET work_mem = '{FINISH_SETTINGS['work_mem']}'")
-        try:
-            while await services.store.sequence(BULK_SEQUENCE_BATCH if bulk else SEQUENCE_BATCH, conn=conn):
-                pass
-        finally:
-            await conn.exec_driver_sql("RESET statement_timeout")
-            await conn.exec_driver_sql("RESET work_mem")
+    if bulk:  # the sequencer reads only the events: the problem tables' indexes meanwhile
+        say("positions, and the problem tables' indexes")
+        await asyncio.gather(_number(services, bulk), build_indexes(dsn, PROBLEM_TABLES, connections=1))
+    else:
+        say("positions")
+        await _number(services, bulk)
     say("indexes")
     await build_indexes(dsn)
     async with services.db.transaction() as conn:
@@ -431,6 +427,21 @@ async def finish(services: Services, dsn: str, bulk: bool, say: Callable[[str], 
     await finish_derived_read_models(services, dsn)
 
 
+async def _number(services: Services, bulk: bool) -> None:
+    """Give every seeded event its position (after a bulk load, in passes longer than the
+    statement timeout allows)."""
+    async with services.db.autocommit() as conn:
+        if bulk:
+            await conn.exec_driver_sql("SET statement_timeout = 0")
+            await conn.exec_driver_sql(f"SET work_mem = '{FINISH_SETTINGS['work_mem']}'")
+        try:
+            while await services.store.sequence(BULK_SEQUENCE_BATCH if bulk else SEQUENCE_BATCH, conn=conn):
+                pass
+        finally:
+            await conn.exec_driver_sql("RESET statement_timeout")
+            await conn.exec_driver_sql("RESET work_mem")
+
+
 async def finish_derived_read_models(services: Services, dsn: str) -> None:
     """The one place where read models computed from the seeded ones (by SQL, after the indexes
     and statistics above) are brought up to date: the summary tables, then their statistics."""
@@ -442,11 +453,11 @@ async def finish_derived_read_models(services: Services, dsn: str) -> None:
 # -- indexes of the bulk load -------------------------------------------------------------------
 
 
-def _deferred() -> list[tuple[str, str, str]]:
-    """(name, create, drop) of every index and key of the bulk-loaded tables that the load does
+def _deferred() -> list[tuple[str, str, str, str]]:
+    """(table, name, create, drop) of every index and key of the bulk-loaded tables that the load does
     without, as the metadata (and so the migrations) define them, in the order to create them."""
     dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
-    out: list[tuple[tuple[bool, int], str, str, str]] = []
+    out: list[tuple[tuple[bool, int], str, str, str, str]] = []
     for table in BULK_TABLES:
         ddl: list[tuple[Any, sa.schema.ExecutableDDLElement, sa.schema.ExecutableDDLElement, bool]] = [
             (
@@ -461,11 +472,11 @@ def _deferred() -> list[tuple[str, str, str]]:
         ddl += [(i.name, sa.schema.CreateIndex(i), sa.schema.DropIndex(i), False) for i in table.indexes]
         for i, (name, create, drop, foreign) in enumerate(ddl):
             if name not in KEPT_INDEXES:
-                sql = (str(create.compile(dialect=dialect)), str(drop.compile(dialect=dialect)))
-                out.append(((foreign, i), str(name), *sql))
+                sql = str(create.compile(dialect=dialect)), str(drop.compile(dialect=dialect))
+                out.append(((foreign, i), table.name, str(name), sql[0], sql[1]))
     # The tables taken in turn: builders at work at once mostly sort different tables (adding a
     # key locks its table). Foreign keys last: they check against the keys they refer to.
-    return [(name, create, drop) for _, name, create, drop in sorted(out, key=lambda d: d[0])]
+    return [(table, name, create, drop) for _, table, name, create, drop in sorted(out, key=lambda d: d[0])]
 
 
 async def _existing_indexes(dsn: str) -> set[str]:
@@ -485,7 +496,7 @@ async def _existing_indexes(dsn: str) -> set[str]:
 async def no_problems_yet(services: Services) -> bool:
     """Whether the database holds no problem at all (no events, no read-model rows)."""
     found = sa.union_all(
-        *(sa.select(sa.literal(1)).select_from(t).limit(1) for t in BULK_TABLES[1:]),
+        *(sa.select(sa.literal(1)).select_from(t).limit(1) for t in PROBLEM_TABLES),
         sa.select(sa.literal(1)).where(events.c.stream_id.startswith("problem-")).limit(1),
     )
     async with services.db.read() as conn:
@@ -494,14 +505,19 @@ async def no_problems_yet(services: Services) -> bool:
 
 async def drop_indexes(dsn: str) -> None:
     existing = await _existing_indexes(dsn)
-    drops = [drop for name, _, drop in reversed(_deferred()) if name in existing]  # foreign keys first
+    drops = [drop for _, name, _, drop in reversed(_deferred()) if name in existing]  # foreign keys first
     await _run_ddl(dsn, drops, connections=1)
 
 
-async def build_indexes(dsn: str) -> None:
-    """Create whichever of the deferred indexes is missing (all of them after a bulk load)."""
+async def build_indexes(
+    dsn: str, tables: Sequence[sa.Table] = BULK_TABLES, connections: int = BUILDERS
+) -> None:
+    """Create whichever of the deferred indexes of `tables` is missing (all of them after a bulk
+    load)."""
     existing = await _existing_indexes(dsn)
-    await _run_ddl(dsn, [create for name, create, _ in _deferred() if name not in existing])
+    names = {t.name for t in tables}
+    missing = [create for table, name, create, _ in _deferred() if table in names and name not in existing]
+    await _run_ddl(dsn, missing, connections)
 
 
 async def _run_ddl(dsn: str, statements: Sequence[str], connections: int = BUILDERS) -> None:
