@@ -280,71 +280,86 @@ def generate_chunk(city: SeedCity, index: int, count: int) -> tuple[int, int]:
 async def _write_chunk(city: SeedCity, index: int, count: int) -> tuple[int, int]:
     gc.disable()  # the fold allocates many short-lived objects and no cycles
     try:
-        rng = random.Random(city.seed * 1_000_003 + index)
-        calendar = WorkCalendar(ZoneInfo(city.tz))
-        policy = RoutingPolicy(calendar, RuleSet.from_data(city.rules), {u.id: u for u in city.units})
-        fgs: dict[str, list[str]] = {}
-        for u in city.units:
-            if u.kind is UnitKind.district_function_group and u.district_id:
-                fgs.setdefault(u.district_id, []).append(u.id)
-        depts = [u.id for u in city.units if u.kind is UnitKind.city_department]
-        # The problem view's rows are `view_row` of the state the generation folded (what its
-        # projection computes by folding the same facts again); the temporal model's come from
-        # its projection's row function, given the facts as they read back from the log.
-        versions = {t: registry.current_version(t) for t in domain.EVENT_DESCRIPTIONS}
-        recorded_at = datetime.now(UTC)
-        metas: dict[str | None, str] = {}  # metadata as stored, by automatic action
-        event_rows: list[tuple[Any, ...]] = []
-        table_rows: dict[str, list[dict[str, Any]]] = {
-            problem_view.name: [],
-            problem_units.name: [],
-            history_table.name: [],
-        }
-        for _ in range(count):
-            pid, facts, state = problem_history(rng, city, policy, fgs, depts)
-            stream = f"problem-{pid}"
-            read_back = []
-            for version, (fact, event_id, action) in enumerate(facts, start=1):
-                text = orjson.dumps(fact.data)  # once: the event's data as stored, and as read back
-                if action not in metas:
-                    meta = event_metadata(SYSTEM, None, automatic=action) if action else SEED_META
-                    metas[action] = orjson.dumps(meta).decode()
-                read_back.append(Fact(fact.type, orjson.loads(text), fact.occurred_at))
-                event_rows.append(
-                    (
-                        event_id or _uuid(rng),
-                        stream,
-                        version,
-                        fact.type,
-                        versions[fact.type],
-                        text.decode(),
-                        metas[action],
-                        fact.occurred_at,
-                        recorded_at,
-                    )
-                )
-            table_rows[problem_view.name].append(view_row(state))
-            table_rows[problem_units.name] += [
-                {"problem_id": pid, "unit_id": u} for u in state.involved_units
-            ]
-            table_rows[history_table.name] += history_rows(pid, read_back, calendar)
+        chunk = chunk_rows(city, index, count)
         conn = await asyncpg.connect(city.dsn)
         try:
-            async with conn.transaction():
-                tx_id = await conn.fetchval("SELECT pg_current_xact_id()")
-                await conn.copy_records_to_table(
-                    "events", records=[(*row, tx_id) for row in event_rows], columns=EVENT_COLUMNS
-                )
-                for table, rows in table_rows.items():
-                    columns, records = copy_records(table, rows)
-                    await conn.copy_records_to_table(table, records=records, columns=columns)
+            return count, await copy_chunk(conn, chunk)
         except asyncpg.UniqueViolationError:
             return -1, 0  # this chunk of this seed is stored already (an exception would not pickle)
         finally:
             await conn.close()
-        return count, len(event_rows)
     finally:
         gc.enable()
+
+
+@dataclass(frozen=True)
+class ChunkRows:
+    events: list[tuple[Any, ...]]  # EVENT_COLUMNS but the transaction id
+    tables: dict[str, list[dict[str, Any]]]  # read-model rows by table
+
+
+def chunk_rows(city: SeedCity, index: int, count: int) -> ChunkRows:
+    """Decide and fold `count` problems (chunk `index` of the seed): their events and read-model rows."""
+    rng = random.Random(city.seed * 1_000_003 + index)
+    calendar = WorkCalendar(ZoneInfo(city.tz))
+    policy = RoutingPolicy(calendar, RuleSet.from_data(city.rules), {u.id: u for u in city.units})
+    fgs: dict[str, list[str]] = {}
+    for u in city.units:
+        if u.kind is UnitKind.district_function_group and u.district_id:
+            fgs.setdefault(u.district_id, []).append(u.id)
+    depts = [u.id for u in city.units if u.kind is UnitKind.city_department]
+    # The problem view's rows are `view_row` of the state the generation folded (what its
+    # projection computes by folding the same facts again); the temporal model's come from
+    # its projection's row function, given the facts as they read back from the log.
+    versions = {t: registry.current_version(t) for t in domain.EVENT_DESCRIPTIONS}
+    recorded_at = datetime.now(UTC)
+    metas: dict[str | None, str] = {}  # metadata as stored, by automatic action
+    event_rows: list[tuple[Any, ...]] = []
+    table_rows: dict[str, list[dict[str, Any]]] = {
+        problem_view.name: [],
+        problem_units.name: [],
+        history_table.name: [],
+    }
+    for _ in range(count):
+        pid, facts, state = problem_history(rng, city, policy, fgs, depts)
+        stream = f"problem-{pid}"
+        read_back = []
+        for version, (fact, event_id, action) in enumerate(facts, start=1):
+            text = orjson.dumps(fact.data)  # once: the event's data as stored, and as read back
+            if action not in metas:
+                meta = event_metadata(SYSTEM, None, automatic=action) if action else SEED_META
+                metas[action] = orjson.dumps(meta).decode()
+            read_back.append(Fact(fact.type, orjson.loads(text), fact.occurred_at))
+            event_rows.append(
+                (
+                    event_id or _uuid(rng),
+                    stream,
+                    version,
+                    fact.type,
+                    versions[fact.type],
+                    text.decode(),
+                    metas[action],
+                    fact.occurred_at,
+                    recorded_at,
+                )
+            )
+        table_rows[problem_view.name].append(view_row(state))
+        table_rows[problem_units.name] += [{"problem_id": pid, "unit_id": u} for u in state.involved_units]
+        table_rows[history_table.name] += history_rows(pid, read_back, calendar)
+    return ChunkRows(event_rows, table_rows)
+
+
+async def copy_chunk(conn: asyncpg.Connection, chunk: ChunkRows) -> int:
+    """COPY a chunk in one transaction that records its id in `events.tx_id` (for the sequencer);
+    returns the number of events."""
+    async with conn.transaction():
+        tx_id = await conn.fetchval("SELECT pg_current_xact_id()")
+        records = [(*row, tx_id) for row in chunk.events]
+        await conn.copy_records_to_table("events", records=records, columns=EVENT_COLUMNS)
+        for table, rows in chunk.tables.items():
+            columns, values = copy_records(table, rows)
+            await conn.copy_records_to_table(table, records=values, columns=columns)
+    return len(chunk.events)
 
 
 # -- the whole run ------------------------------------------------------------------------------
