@@ -4,7 +4,7 @@
 from app.core import security
 from app.directory import tables as directory_tables
 from app.events import tables as event_tables
-from app.projections import history, problem_view, runner, tallies
+from app.projections import history, problem_view, runner, settled, tallies
 from app.webhooks import tables as webhook_tables
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "problem_view",
     "runner",
     "security",
+    "settled",
     "tallies",
     "webhook_tables",
 ]

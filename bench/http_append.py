@@ -7,6 +7,10 @@
 All three run under uvicorn with the same number of worker processes (BENCH_WORKERS, default 1)
 against the same PostgreSQL; the load generator (bench/loadgen.py) shares the machine. Targets
 (issue 8): Dispatchroom ≥ 0.5 of the ceiling with p99 < 100 ms at 32 clients, and ≥ 2× the peer.
+
+Before and after in one run: `BENCH_BASELINE=<dir>` adds the server `baseline`, Dispatchroom from
+the source tree in <dir> (e.g. `git archive <commit> | tar -x -C <dir>`) with its own database,
+measured in turn with the others.
 """
 
 from __future__ import annotations
@@ -56,7 +60,10 @@ def body(codes: list[str], client: int, i: int) -> dict[str, object]:
     }
 
 
-SERVERS = os.environ.get("BENCH_HTTP_SERVERS", "ceiling,dispatchroom,eventsourcing").split(",")
+BASELINE = os.environ.get("BENCH_BASELINE")
+SERVERS = os.environ.get(
+    "BENCH_HTTP_SERVERS", "ceiling,dispatchroom" + (",baseline" if BASELINE else "") + ",eventsourcing"
+).split(",")
 # Extra settings for the Dispatchroom server, e.g. BENCH_OUR_ENV="BACKGROUND=false".
 OUR_ENV = dict(kv.split("=", 1) for kv in os.environ.get("BENCH_OUR_ENV", "").split() if "=" in kv)
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
@@ -93,7 +100,9 @@ def uvicorn_command(target: str, port: int) -> list[str]:
     ]
 
 
-def server_specs(url: str, dsn: str) -> dict[str, tuple[list[str], dict[str, str], str, str, dict[str, str]]]:
+def server_specs(
+    url: str, dsn: str, baseline_url: str | None = None
+) -> dict[str, tuple[list[str], dict[str, str], str, str, dict[str, str]]]:
     """name -> (command, environment, health path, append path, headers) of each server under test."""
     name = dsn.rsplit("/", 1)[1]
     es_env = {
@@ -108,7 +117,9 @@ def server_specs(url: str, dsn: str) -> dict[str, tuple[list[str], dict[str, str
     }
     ours = [os.path.join(BIN, "dispatchroom"), "serve", "--host", "127.0.0.1", "--port", "{port}"]
     ours += ["--workers", WORKERS, "--log-level", "warning"]
-    return {
+    ours_env = {"DATABASE_URL": url, "ADMIN_API_KEY": ADMIN_KEY, **OUR_ENV}
+    auth = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    specs = {
         "ceiling": (
             uvicorn_command("bench.ceiling_app:app", 0),
             {"CEILING_DSN": dsn},
@@ -116,13 +127,7 @@ def server_specs(url: str, dsn: str) -> dict[str, tuple[list[str], dict[str, str
             "/append",
             {},
         ),
-        "dispatchroom": (
-            ours,
-            {"DATABASE_URL": url, "ADMIN_API_KEY": ADMIN_KEY, **OUR_ENV},
-            "/healthz",
-            "/v1/problems",
-            {"Authorization": f"Bearer {ADMIN_KEY}"},
-        ),
+        "dispatchroom": (ours, ours_env, "/healthz", "/v1/problems", auth),
         "eventsourcing": (
             uvicorn_command("bench.eventsourcing_app:app", 0),
             es_env,
@@ -131,6 +136,15 @@ def server_specs(url: str, dsn: str) -> dict[str, tuple[list[str], dict[str, str
             {},
         ),
     }
+    if BASELINE and baseline_url:
+        specs["baseline"] = (
+            ours,
+            {**ours_env, "DATABASE_URL": baseline_url, "PYTHONPATH": os.path.abspath(BASELINE)},
+            "/healthz",
+            "/v1/problems",
+            auth,
+        )
+    return specs
 
 
 async def measure_once(
@@ -156,13 +170,18 @@ def line(name: str, clients: int, outcome: loadgen.Outcome) -> str:
 
 
 async def main() -> None:
-    async with scratch_database("dr_bench_http") as (url, dsn):
+    async with contextlib.AsyncExitStack() as databases:
+        url, dsn = await databases.enter_async_context(scratch_database("dr_bench_http"))
         codes = await prepare(url)
+        baseline_url = None
+        if BASELINE:  # the same city in its own database (the same credit codes: a seeded demo)
+            baseline_url, _ = await databases.enter_async_context(scratch_database("dr_bench_base"))
+            await prepare(baseline_url)
         print(
             f"# uvicorn workers per server: {WORKERS}; servers {', '.join(SERVERS)} all running, measured "
             f"in turn, {ROUNDS} rounds of {SECONDS:.0f} s per level (after 1 s warm-up each)"
         )
-        specs = server_specs(url, dsn)
+        specs = server_specs(url, dsn, baseline_url)
         results: dict[str, dict[int, loadgen.Outcome]] = {}
         async with contextlib.AsyncExitStack() as stack:
             bases: dict[str, tuple[str, str, dict[str, str]]] = {}
@@ -188,7 +207,7 @@ async def main() -> None:
             ours = results.get("dispatchroom", {}).get(clients)
             if ours is None:
                 continue
-            for peer in ("ceiling", "eventsourcing"):
+            for peer in ("ceiling", "baseline", "eventsourcing"):
                 if peer in results:
                     parts.append(f"dispatchroom / {peer} {ours.rate / results[peer][clients].rate:5.2f}")
             parts.append(f"dispatchroom p99 {ours.percentile(0.99):.1f} ms")

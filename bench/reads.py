@@ -5,7 +5,8 @@ has filled: e.g. 1,000,000 problems), or else a scratch database seeded here wit
 `BENCH_PROBLEMS` problems (default 100,000). One server process (`dispatchroom serve`, background
 work on) answers:
 
-1. each read alone, `BENCH_REPEAT` times (default 20) from one client: p50 and p95;
+1. each read alone, `BENCH_REPEAT` times (default 20) from one client: p50 and p95, and the
+   first call's time (figures of the past are remembered after it: `app.projections.settled`);
 (`BENCH_OUR_ENV="BACKGROUND=false"` passes settings to the server.)
 
 2. a mix of all of them from 8 clients for `BENCH_SECONDS`, with 8 more clients submitting
@@ -127,8 +128,9 @@ async def main() -> None:
                 )
                 bad = {s: n for s, n in outcome.statuses.items() if s != 200}
                 p50, p95 = outcome.percentile(0.5), outcome.percentile(0.95)
+                first = outcome.latencies[0] * 1000 if outcome.latencies else 0.0
                 print(
-                    f"{name:52s} p50 {p50:7.1f} ms   p95 {p95:7.1f} ms"
+                    f"{name:52s} p50 {p50:7.1f} ms   p95 {p95:7.1f} ms   first {first:7.1f} ms"
                     + (f"   statuses {bad}" if bad else "")
                     + f"   ({size})",
                     flush=True,

@@ -7,7 +7,7 @@ so packages stay unaware of how the application is wired.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -45,10 +45,17 @@ async def get_clock(request: Request) -> Clock:
     return clock
 
 
-async def identify(request: Request, presented: str) -> Caller | None:
+KeyLookup = Callable[[str], Awaitable[Caller | None]]
+
+
+async def identify(request: Request, presented: str, lookup: KeyLookup | None = None) -> Caller | None:
     """The caller a presented key belongs to (None: unknown or revoked), counted against its
-    rate limit (429 `rate_limited` over it). Every way of presenting a key comes here."""
-    caller = await authenticate(request.app.state.db, presented)
+    rate limit (429 `rate_limited` over it). Every way of presenting a key comes here. `lookup`
+    reads the key (default: `authenticate`; the submission reads it with its references)."""
+    if lookup is None:
+        caller = await authenticate(request.app.state.db, presented)
+    else:
+        caller = await lookup(presented)
     limiter: RateLimiter | None = getattr(request.app.state, "limiter", None)
     if caller is not None and caller.role is not None and limiter is not None and limiter.enabled:
         limiter.check(request.scope.setdefault("state", {}), caller.key_id, caller.role.value)
@@ -59,13 +66,21 @@ async def get_caller(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Caller:
+    return await require_caller(request, credentials)
+
+
+async def require_caller(
+    request: Request, credentials: HTTPAuthorizationCredentials | None, lookup: KeyLookup | None = None
+) -> Caller:
+    """The caller of a request's bearer key, or 401 (`get_caller`, and routes that read the key
+    their own way: `lookup`, as for `identify`)."""
     if credentials is None or not credentials.credentials:
         raise AppError(
             "unauthorized",
             "send an API key as `Authorization: Bearer <key>`",
             headers={"WWW-Authenticate": 'Bearer realm="dispatchroom"'},
         )
-    caller = await identify(request, credentials.credentials)
+    caller = await identify(request, credentials.credentials, lookup)
     if caller is None:
         raise AppError(
             "unauthorized",

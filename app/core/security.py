@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -103,9 +105,16 @@ async def authenticate(db: Database, presented: str, *, board: bool = False) -> 
     (permission `board`) is a caller only where `board` is asked for: the board's pages."""
     digest = hash_key(presented)
     rows = await db.fetch(_BY_HASH, {"digest": digest})
-    if not rows or not hmac.compare_digest(rows[0]["key_hash"], digest):
+    return caller_from_row(rows[0] if rows else None, digest, board=board)
+
+
+def caller_from_row(row: Mapping[str, Any] | None, digest: str, *, board: bool = False) -> Caller | None:
+    """The caller of an `api_keys` row read by the hash `digest` of the presented key among the
+    keys not revoked (None: no such row, or a board token where `board` is not asked for).
+    Every way of reading a key ends here (`authenticate`, and the submission's own query that
+    reads the key together with what a submission refers to)."""
+    if row is None or row["key_hash"] is None or not hmac.compare_digest(row["key_hash"], digest):
         return None
-    row = rows[0]
     if Permission.board.value in (row["permissions"] or ()) and not board:
         return None
     return Caller(

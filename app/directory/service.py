@@ -17,7 +17,7 @@ from app.core.clock import Clock
 from app.core.db import Database
 from app.core.errors import AppError, register
 from app.core.requestmeta import RequestMeta, event_metadata
-from app.core.security import SYSTEM, Caller, Role
+from app.core.security import SYSTEM, Caller, Role, api_keys
 from app.directory.schemas import (
     CategoryIn,
     CategoryPatch,
@@ -96,11 +96,26 @@ def _prefixed(table: sa.Table, prefix: str) -> list[sa.Label[Any]]:
     return [c.label(f"{prefix}{c.name}") for c in table.c]
 
 
-def _submission_query() -> sa.Select[Any]:
+def _submission_query(*, keyed: bool = False) -> sa.Select[Any]:
     """One statement for the submission hot path (built once, so compiled once): the enterprise,
     the category and the units routing needs, joined to a one-row anchor so that a missing
-    enterprise or category still returns a row."""
-    anchor = sa.select(sa.literal(1).label("one")).subquery("anchor")
+    enterprise or category still returns a row. `keyed`: the caller's API key too (columns
+    `k_…`, read by its hash among the keys not revoked, like `authenticate`), and the reporter
+    unit defaults to a handler key's own unit, as `ProblemService.submit` does."""
+    anchor: Any = sa.select(sa.literal(1).label("one")).subquery("anchor")
+    reporter: Any = sa.bindparam("reporter", type_=sa.String)
+    keys: list[sa.Label[Any]] = []
+    if keyed:
+        anchor = anchor.outerjoin(
+            api_keys,
+            sa.and_(
+                api_keys.c.key_hash == sa.bindparam("digest", type_=sa.String),
+                api_keys.c.revoked_at.is_(None),
+            ),
+        )
+        handler_unit = sa.case((api_keys.c.role == Role.handler.value, api_keys.c.unit_id))
+        reporter = sa.func.coalesce(reporter, handler_unit)
+        keys = _prefixed(api_keys, "k_")
     joined = (
         anchor.outerjoin(enterprises, enterprises.c.id == sa.bindparam("enterprise_id", type_=sa.String))
         .outerjoin(categories, categories.c.code == sa.bindparam("category", type_=sa.String))
@@ -112,11 +127,12 @@ def _submission_query() -> sa.Select[Any]:
                     units.c.kind == UnitKind.district_dispatch_room.value,
                     units.c.district_id == enterprises.c.district_id,
                 ),
-                units.c.id == sa.bindparam("reporter", type_=sa.String),
+                units.c.id == reporter,
             ),
         )
     )
     return sa.select(
+        *keys,
         *_prefixed(enterprises, "e_"),
         categories.c.code.label("c_code"),
         categories.c.active.label("c_active"),
@@ -125,6 +141,7 @@ def _submission_query() -> sa.Select[Any]:
 
 
 _SUBMISSION_QUERY = _submission_query()
+_KEYED_SUBMISSION_QUERY = _submission_query(keyed=True)
 
 # `units_with_rooms` on PostgreSQL: arrays instead of IN lists keep one statement for any count.
 _ROUTING_UNITS = sa.select(units).where(
@@ -165,6 +182,23 @@ def enterprise_from_row(row: Any) -> Enterprise:
         contact=row.contact,
         version=row.version,
     )
+
+
+def _refs(rows: Sequence[Mapping[str, Any]]) -> SubmissionRefs:
+    """`SubmissionRefs` from the rows of a submission query (at least one: the anchor's)."""
+    first = rows[0]
+    enterprise = (
+        enterprise_from_row(SimpleNamespace(**_unprefixed(first, "e_")))
+        if first["e_id"] is not None
+        else None
+    )
+    found = {
+        r["u_id"]: unit_from_row(SimpleNamespace(**_unprefixed(r, "u_")))
+        for r in rows
+        if r["u_id"] is not None
+    }
+    active = first["c_active"] if first["c_code"] is not None else None
+    return SubmissionRefs(enterprise, active, found)
 
 
 class Directory:
@@ -236,20 +270,23 @@ class Directory:
         """The enterprise, whether the category exists and is active, and the units a new
         problem's routing needs (plus the reporter unit), in one round trip."""
         params = {"enterprise_id": enterprise_id, "category": category, "reporter": reporter_unit_id}
-        rows = await self.db.fetch(_SUBMISSION_QUERY, params)
-        first = rows[0]
-        enterprise = (
-            enterprise_from_row(SimpleNamespace(**_unprefixed(first, "e_")))
-            if first["e_id"] is not None
-            else None
-        )
-        found = {
-            r["u_id"]: unit_from_row(SimpleNamespace(**_unprefixed(r, "u_")))
-            for r in rows
-            if r["u_id"] is not None
+        return _refs(await self.db.fetch(_SUBMISSION_QUERY, params))
+
+    async def for_keyed_submission(
+        self, digest: str, enterprise_id: str, category: str, reporter_unit_id: str | None
+    ) -> tuple[Mapping[str, Any] | None, SubmissionRefs]:
+        """The API key whose hash is `digest` (its row, None if unknown or revoked) and what
+        `for_submission` reads, in one round trip; the reporter unit, when not given, is a
+        handler key's own unit (what `ProblemService.submit` looks up for such a caller)."""
+        params = {
+            "digest": digest,
+            "enterprise_id": enterprise_id,
+            "category": category,
+            "reporter": reporter_unit_id,
         }
-        active = first["c_active"] if first["c_code"] is not None else None
-        return SubmissionRefs(enterprise, active, found)
+        rows = await self.db.fetch(_KEYED_SUBMISSION_QUERY, params)
+        key = _unprefixed(rows[0], "k_")
+        return (key if key["id"] is not None else None), _refs(rows)
 
     async def category_codes(self) -> set[str]:
         return {r.code for r in await self._all(sa.select(categories.c.code), None)}

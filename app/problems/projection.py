@@ -19,6 +19,7 @@ from app.problems import domain
 from app.problems.domain import Fact, ProblemState, Status
 from app.projections.history import TRACKED, problem_history
 from app.projections.problem_view import problem_units, problem_view
+from app.projections.settled import ChangeLog
 from app.projections.streams import Rows, StreamProjection
 from app.projections.tallies import Tallies
 from app.routing.calendar import WorkCalendar
@@ -291,5 +292,6 @@ def problem_projections(calendar: WorkCalendar) -> list[StreamProjection]:
             description="Intervals of each problem's tier, status, holder and deadline (as-of statistics), "
             "and their monthly tallies.",
             summary=Tallies(calendar.tz),
+            changes=ChangeLog(),
         ),
     ]

@@ -24,7 +24,7 @@ from app.core.pagination import decode_cursor, encode_cursor
 from app.core.requestmeta import RequestMeta, event_metadata
 from app.core.security import SYSTEM, Caller, Role
 from app.directory.rules import RulesRepository
-from app.directory.service import Directory
+from app.directory.service import Directory, SubmissionRefs
 from app.events import ConcurrencyConflict, EventStore, NewEvent, RecordedEvent, registry
 from app.problems import automatic, domain
 from app.problems.domain import Actor, Command, Context, Fact, ProblemState
@@ -220,10 +220,13 @@ class ProblemService:
         *,
         idempotency_key: str | None = None,
         problem_id: str | None = None,
+        refs: SubmissionRefs | None = None,
     ) -> tuple[ProblemState, bool]:
         """Record a new problem; returns (state, created). With an Idempotency-Key the same key
         and body return the first result instead of a second problem. `problem_id` (ledger
-        imports) chooses the id; the same id with the same body is a replay, like a key."""
+        imports) chooses the id; the same id with the same body is a replay, like a key. `refs`:
+        what `Directory.for_submission` returns for this body and caller, when the caller read
+        it already (`Directory.for_keyed_submission`, with the caller's key)."""
         if caller.role not in SUBMITTERS:
             raise AppError(
                 "forbidden",
@@ -241,7 +244,8 @@ class ProblemService:
             problem_id = str(uuid.uuid4())
 
         reporter = body.reporter_unit_id or (caller.unit_id if caller.role is Role.handler else None)
-        refs = await self.directory.for_submission(body.enterprise_id.upper(), body.category, reporter)
+        if refs is None:
+            refs = await self.directory.for_submission(body.enterprise_id.upper(), body.category, reporter)
         enterprise = refs.enterprise
         if enterprise is None or (
             caller.role in (Role.dispatcher, Role.handler) and enterprise.district_id != caller.district_id

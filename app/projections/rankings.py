@@ -132,25 +132,26 @@ class Rankings:
         self.stats = stats
 
     async def period_figures(
-        self, scope: sa.ColumnElement[bool] | None, period: Period, as_of: datetime
+        self, scope: sa.ColumnElement[bool] | None, period: Period, as_of: datetime, *, present: bool = False
     ) -> PeriodFigures:
-        """The period as it stood at its end, or at `as_of` if that comes first."""
+        """The period as it stood at its end, or at `as_of` if that comes first (`present`:
+        `as_of` is now, so a period still running is read from the current state)."""
         tz = self.stats.tz
         at = min(period.end(tz), as_of)
         if period.start(tz) > at:
             return PeriodFigures(period, at, {})
-        by_unit = await self.stats.figures(
-            scope, GroupBy.unit, Cohort(period.start(tz), period.end(tz)), at, at=at
-        )
+        cohort = Cohort(period.start(tz), period.end(tz))
+        current = present and at == as_of
+        by_unit = await self.stats.figures(scope, GroupBy.unit, cohort, None if current else at, at=at)
         return PeriodFigures(period, at, by_unit)
 
     async def history(
-        self, scope: sa.ColumnElement[bool] | None, period: Period, as_of: datetime
+        self, scope: sa.ColumnElement[bool] | None, period: Period, as_of: datetime, *, present: bool = False
     ) -> list[PeriodFigures]:
         """The period and the ones before it that the warnings look back over."""
         out = []
         for _ in range(WARNING_PERIODS):
-            out.append(await self.period_figures(scope, period, as_of))
+            out.append(await self.period_figures(scope, period, as_of, present=present))
             period = period.previous()
         return out
 
@@ -180,7 +181,7 @@ class Rankings:
         as_of: datetime | None,
     ) -> dict[str, Any]:
         at = self.stats.instant(as_of)
-        history = await self.history(await self.stats.scope(caller), period, at)
+        history = await self.history(await self.stats.scope(caller), period, at, present=as_of is None)
         info = await self.unit_info(history)
         rankings = [h.ranking(tier, score, info) for h in history]
         return render(rankings, tier=tier, score=score, target=target, margin=margin, stats=self.stats)

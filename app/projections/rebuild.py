@@ -191,6 +191,8 @@ class Rebuilder:
             await self._refresh(conn, projection, changed, shadows)
             caught_up += len(changed)
             await self._swap(conn, projection, shadows)
+            if projection.changes is not None:
+                await projection.changes.everything(conn, checkpoint or await self.store.last_position(conn))
         return RebuildReport(
             name=projection.name,
             events=done,

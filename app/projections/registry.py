@@ -81,8 +81,9 @@ class Projections:
         return await Rebuilder(self.db, self.store, self.clock).rebuild(projection, progress)
 
     async def recompute_summaries(self) -> None:
-        """Recompute every summary table from the table it sums, after a bulk load that wrote
-        the rows without them (`dispatchroom seed`). A follower's batch waits meanwhile."""
+        """After a bulk load that wrote rows directly (`dispatchroom seed`): recompute every
+        summary table from the table it sums, and note that everything may have changed. A
+        follower's batch waits meanwhile."""
         for projection in self._projections.values():
             summary = projection.summary
             if summary is None:
@@ -92,6 +93,8 @@ class Projections:
                     await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(lock_key(projection.name))))
                 await conn.execute(sa.delete(summary.table))
                 await summary.recompute(conn, projection.tables[0], summary.table)
+                if projection.changes is not None:
+                    await projection.changes.everything(conn, await self.store.last_position(conn))
 
     async def _sequence(self) -> None:
         """Give committed events their positions first (PostgreSQL; what the servers' sequencer

@@ -66,7 +66,8 @@ class DispatchReports:
         at = min(period.end(tz), now)
         start, end = period.start(tz), period.end(tz)
         scope = await stats.scope(caller)
-        history = await self.rankings.history(scope, period, now)
+        present = as_of is None and at == now  # a period still running, asked about now
+        history = await self.rankings.history(scope, period, now, present=as_of is None)
         info = await self.rankings.unit_info(history)
         ranked = {
             tier: render(
@@ -80,7 +81,7 @@ class DispatchReports:
             for tier in TIER_ORDER
         }
         standing = {g["key"]: g for r in ranked.values() for g in r["groups"]}
-        by_tier = await stats.figures(scope, GroupBy.tier, Cohort(start, end), at, at=at)
+        by_tier = await stats.figures(scope, GroupBy.tier, Cohort(start, end), None if present else at, at=at)
         tiers, total = await stats.groups(GroupBy.tier, by_tier)
         units = []
         for unit_id, figures in history[0].by_unit.items():

@@ -10,7 +10,7 @@ so the database only compares timestamps. `docs/statistics.md` defines every fig
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
@@ -38,6 +38,7 @@ from app.projections.history import (
 )
 from app.projections.periods import start_of_day
 from app.projections.problem_view import ACTIVE_STATUSES, SOLVED_STATUSES, problem_view, scope_filter
+from app.projections.settled import Settled
 from app.projections.tallies import COUNTS, first_month_from, month_start, problem_tallies
 from app.routing.calendar import WorkCalendar
 from app.routing.tree import TIER_ORDER
@@ -228,6 +229,7 @@ class Statistics:
         self.rules = rules
         self.directory = directory
         self.clock = clock
+        self.settled = Settled()
 
     @property
     def tz(self) -> Any:
@@ -295,7 +297,30 @@ class Statistics:
             found = await self._from_tallies(scope, group_by, cohort, at, window, cutoff)
             if found is not None:
                 return found
+        elif as_of < start_of_day(self.calendar.business_date(self.clock.now()), self.tz):
+            return await self._settled_figures(scope, group_by, cohort, as_of, window, cutoff)
         return await self._from_history(scope, group_by, cohort, as_of, at, window, cutoff)
+
+    async def _settled_figures(
+        self,
+        scope: sa.ColumnElement[bool] | None,
+        group_by: GroupBy,
+        cohort: Cohort,
+        as_of: datetime,
+        window: int,
+        cutoff: datetime,
+    ) -> dict[str | None, Figures]:
+        """Figures as of a past day, remembered while the past they describe stays unchanged
+        (`app.projections.settled`)."""
+        scope_key = "" if scope is None else str(scope.compile(compile_kwargs={"literal_binds": True}))
+        key = (scope_key, group_by, cohort, as_of, window, cutoff)
+        async with self.db.read() as conn:
+            found = self.settled.get(key, await Settled.changed_since(conn, as_of))
+            position = await Settled.position(conn)
+        if found is None:
+            found = await self._from_history(scope, group_by, cohort, as_of, as_of, window, cutoff)
+            self.settled.put(key, position, found)
+        return {k: replace(f) for k, f in found.items()}
 
     async def _from_history(
         self,

@@ -27,6 +27,14 @@ Rows = Mapping[str, list[dict[str, Any]]]
 RowsFn = Callable[[str, Sequence[RecordedEvent]], Rows]
 
 
+class ChangeLog(Protocol):
+    """Where a follower notes what its batches may have changed (`app.projections.settled`)."""
+
+    async def batch(self, conn: AsyncConnection, events: Sequence[RecordedEvent]) -> None: ...
+
+    async def everything(self, conn: AsyncConnection, position: int) -> None: ...
+
+
 class Summary(Protocol):
     """A table that sums a projection table's rows (not keyed by stream): kept in the same
     transaction as the rows it sums, recomputed in full by rebuilds (`app.projections.tallies`)."""
@@ -57,6 +65,7 @@ class StreamProjection:
     metadata: bool = False  # whether `rows` reads the events' metadata
     description: str = ""
     summary: Summary | None = None  # a sum of `tables[0]`'s rows, kept with them
+    changes: ChangeLog | None = None  # notes which business days each batch may have changed
 
     @property
     def all_tables(self) -> tuple[sa.Table, ...]:
@@ -128,6 +137,8 @@ class StreamFollower:
 
     async def apply(self, conn: AsyncConnection, events: list[RecordedEvent]) -> None:
         await self.refresh(conn, {e.stream_id for e in events if self.projection.owns(e.stream_id)})
+        if self.projection.changes is not None:
+            await self.projection.changes.batch(conn, events)
 
     async def refresh(
         self,

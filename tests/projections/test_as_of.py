@@ -133,3 +133,38 @@ async def test_statistics_as_of_and_imported_history(
     assert (await get(client, rates, as_of=day(5).isoformat()))["total"]["solved"] == 2
     assert (await get(client, rates, as_of=day(3, 12).isoformat()))["total"]["received"] == 3
     assert (await get(client, rates, as_of=day(2, 12).isoformat()))["total"]["received"] == 2
+
+
+async def test_figures_of_the_past_are_remembered_until_the_past_changes(
+    client: httpx.AsyncClient, services: Services, city: City, history: dict[str, str]
+) -> None:
+    """A figure as of a past day is computed once and then answered from memory; an event
+    recorded now (business time now) leaves it alone, imported history dated before it and a
+    rebuild make it computed again (`app.projections.settled`)."""
+    stats = services.stats
+    params = {"group_by": "district", "as_of": day(5).isoformat()}
+    first = await get(client, "/v1/stats/solve-rates", **params)
+    hits = stats.settled.hits
+    assert await get(client, "/v1/stats/solve-rates", **params) == first
+    assert stats.settled.hits == hits + 1
+
+    # Today's event changes the present, not the 5th.
+    await at(client, history["p2"], datetime(2026, 11, 16, 0, 30, tzinfo=UTC), "progress", {"note": "已约谈"})
+    await caught_up(services)
+    assert await get(client, "/v1/stats/solve-rates", **params) == first
+    assert stats.settled.hits == hits + 2
+
+    # History imported into the 3rd: the 5th is computed again and counts it.
+    late = await submit_at(client, city.enterprise(index=2), day(3))
+    await caught_up(services)
+    again = await get(client, "/v1/stats/solve-rates", **params)
+    assert stats.settled.hits == hits + 2
+    assert by_key(again)[D1]["received"] == by_key(first)[D1]["received"] + 1
+    assert await get(client, "/v1/stats/solve-rates", **params) == again
+    assert stats.settled.hits == hits + 3
+
+    # A rebuild rewrites every day.
+    await services.projections.rebuild("problem_history")
+    assert await get(client, "/v1/stats/solve-rates", **params) == again
+    assert stats.settled.hits == hits + 3
+    assert late

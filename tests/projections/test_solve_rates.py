@@ -238,3 +238,42 @@ async def test_current_figures_from_the_monthly_tallies_equal_the_temporal_model
         await stats._from_tallies(problem_history.c.source == "x", GroupBy.tier, Cohort(), T0, window, cutoff)
         is None
     )
+
+
+async def test_the_corrections_and_the_aging_read_their_partial_indexes(services: Services) -> None:
+    """What the tallies cannot hold is read from small partial indexes of the current intervals,
+    on both databases' planners (a query uses such an index only if its WHERE clause contains the
+    index's condition as written, or provably implies it)."""
+    from typing import Any
+
+    import sqlalchemy as sa
+
+    from app.projections.history import open_now, problem_history
+    from app.projections.stats import Cohort, GroupBy
+
+    stats, db = services.stats, services.db
+    explain = "EXPLAIN " if db.is_postgres else "EXPLAIN QUERY PLAN "
+
+    def explained(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> Any:
+        return explain + statement, params
+
+    corrections = stats._corrections(None, GroupBy.unit, Cohort(), T0, 1, T0)
+    aging = (
+        sa.select(problem_history.c.tier).where(open_now()).order_by(problem_history.c.submitted_at).limit(5)
+    )
+    async with db.read() as conn:
+        if db.is_postgres:  # an empty table: make the planner show which indexes it *can* use
+            await conn.exec_driver_sql("SET enable_seqscan = off")
+        sa.event.listen(conn.sync_connection, "before_cursor_execute", explained, retval=True)
+        plan = "\n".join(str(row[-1]) for row in (await conn.execute(corrections)).all())
+        for index in (
+            "ix_problem_history_open",
+            "ix_problem_history_unanswered",
+            "ix_problem_history_answered",
+        ):
+            assert index in plan, (index, plan)
+        plan = "\n".join(str(row[-1]) for row in (await conn.execute(aging)).all())
+        assert "ix_problem_history_open" in plan, plan
+        sa.event.remove(conn.sync_connection, "before_cursor_execute", explained)
+        if db.is_postgres:
+            await conn.exec_driver_sql("RESET enable_seqscan")
