@@ -24,9 +24,10 @@ bulk (and their unique and foreign keys) are dropped before it and built once at
 SQLAlchemy metadata, so the schema ends as migrated; sorting each index once is far cheaper than
 maintaining a dozen random keys row by row. Only the events' key and their (tx_id, id) index stay,
 which the sequencer reads. The sequencer then numbers the whole seeded history at the end, in a few
-large passes into `event_positions` without its indexes (about eight times cheaper per event than
-passes that keep up with the load). Seeding into a database that has problems keeps every index
-and numbers as it goes.
+large passes into `event_positions` without its indexes (far cheaper per event than passes that
+keep up with the load; `bench/seed_cost.py` measures both). Seeding into a database that has
+problems keeps every index and numbers as it goes. If a bulk seed is interrupted, the next seed
+first builds whatever indexes are missing.
 """
 
 from __future__ import annotations
