@@ -53,8 +53,15 @@ def upgrade() -> None:
         sa.Column("feedback_count", sa.Integer(), nullable=False),
         sa.Column("satisfied", sa.Integer(), nullable=False),
         sa.Column("assigned_responded", sa.Integer(), nullable=False),
-        sa.Column("responded_any", sa.Integer(), nullable=False),
+        sa.Column("assigned_unanswered", sa.Integer(), nullable=False),
+        sa.Column("responded_0", sa.Integer(), nullable=False),
+        sa.Column("responded_1", sa.Integer(), nullable=False),
+        sa.Column("responded_2", sa.Integer(), nullable=False),
+        sa.Column("responded_3", sa.Integer(), nullable=False),
+        sa.Column("responded_4", sa.Integer(), nullable=False),
+        sa.Column("responded_5", sa.Integer(), nullable=False),
         sa.Column("open", sa.Integer(), nullable=False),
+        sa.Column("open_with_deadline", sa.Integer(), nullable=False),
         sa.Column("returned", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint(
             "month",
@@ -86,6 +93,31 @@ def upgrade() -> None:
             "submitted_at",
         ],
         sqlite_where=sa.text("valid_to IS NULL AND responded_at IS NOT NULL AND status <> 'withdrawn'"),
+    )
+    op.create_index(
+        "ix_problem_history_open_deadline",
+        "problem_history",
+        ["deadline"],
+        unique=False,
+        postgresql_where=sa.text(
+            "valid_to IS NULL AND status IN ('open', 'assigned', 'in_progress', 'deferred')"
+        ),
+        postgresql_include=[
+            "problem_id",
+            "district_id",
+            "category",
+            "source",
+            "cooperators",
+            "status",
+            "tier",
+            "solved_tier",
+            "holder_unit_id",
+            "solved_by_unit_id",
+            "submitted_at",
+        ],
+        sqlite_where=sa.text(
+            "valid_to IS NULL AND status IN ('open', 'assigned', 'in_progress', 'deferred')"
+        ),
     )
     op.create_index(
         "ix_problem_history_open",
@@ -167,6 +199,7 @@ def downgrade() -> None:
             "valid_to IS NULL AND assigned_at IS NOT NULL AND responded_at IS NULL AND status <> 'withdrawn'"
         ),
     )
+    op.drop_index("ix_problem_history_open_deadline", table_name="problem_history")
     op.drop_index(
         "ix_problem_history_open",
         table_name="problem_history",

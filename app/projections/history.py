@@ -131,7 +131,7 @@ problem_history = sa.Table(
             "status",
         ],
     ),
-    # The open problems now (aging, the overdue): a small part of the current intervals.
+    # The open problems now, by submission (aging) and by deadline (the overdue).
     sa.Index(
         "ix_problem_history_open",
         "submitted_at",
@@ -139,8 +139,15 @@ problem_history = sa.Table(
         sqlite_where=sa.text(OPEN_NOW),
         postgresql_include=[*_GROUPS, "deadline"],
     ),
-    # The assignments not answered yet, and the answers (late ones are a short range on
-    # response_days): the statistics' corrections of the tallies (`app.projections.tallies`).
+    sa.Index(
+        "ix_problem_history_open_deadline",
+        "deadline",
+        postgresql_where=sa.text(OPEN_NOW),
+        sqlite_where=sa.text(OPEN_NOW),
+        postgresql_include=[*_GROUPS, "submitted_at"],
+    ),
+    # The assignments not answered yet (by assignment), and the answers (by working days taken):
+    # the statistics' corrections of the tallies (`app.projections.tallies`).
     sa.Index(
         "ix_problem_history_unanswered",
         "assigned_at",

@@ -14,7 +14,8 @@ from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.sql import operators
@@ -39,7 +40,14 @@ from app.projections.history import (
 from app.projections.periods import start_of_day
 from app.projections.problem_view import ACTIVE_STATUSES, SOLVED_STATUSES, problem_view, scope_filter
 from app.projections.settled import Settled
-from app.projections.tallies import COUNTS, first_month_from, month_start, problem_tallies
+from app.projections.tallies import (
+    COUNTS,
+    RESPONDED,
+    TALLIED_RESPONSE_DAYS,
+    first_month_from,
+    month_start,
+    problem_tallies,
+)
 from app.routing.calendar import WorkCalendar
 from app.routing.tree import TIER_ORDER
 
@@ -359,35 +367,15 @@ class Statistics:
         district = _district_scope(scope)
         if district is False:
             return None
-        tz = self.tz
-        first = first_month_from(cohort.start, tz) if cohort.start is not None else None
-        last = month_start(cohort.end, tz) if cohort.end is not None else None
-        if first is not None and last is not None and first >= last:
+        months, edges = self._months(cohort)
+        if months is None:
             return None
         t = problem_tallies.c
-        tally_key = {
-            GroupBy.tier: t.tier_key,
-            GroupBy.unit: t.unit_key,
-            GroupBy.district: t.district_id,
-            GroupBy.category: t.category,
-        }[group_by].label("key")
-        conditions: list[sa.ColumnElement[bool]] = []
-        if first is not None:
-            conditions.append(t.month >= first)
-        if last is not None:
-            conditions.append(t.month < last)
-        for column, value in (
-            (t.district_id, cohort.district_id),
-            (t.district_id, district),
-            (t.category, cohort.category),
-        ):
-            if value:
-                conditions.append(column == value)
-        if cohort.joint is not None:
-            conditions.append(t.joint.is_(cohort.joint))
+        tally_key = _tally_key(group_by)
+        conditions = _tally_conditions(months, cohort, district)
         sums = [sa.func.sum(t[c]).label(c) for c in COUNTS]
         joint = sa.func.sum(sa.case((t.joint, t.received), else_=0)).label("joint")
-        whole = Cohort(first, last, cohort.district_id, cohort.category, cohort.joint)
+        whole = Cohort(*months, cohort.district_id, cohort.category, cohort.joint)
         async with self.db.read() as conn:
             tallied = (
                 await conn.execute(sa.select(tally_key, *sums, joint).where(*conditions).group_by(tally_key))
@@ -396,6 +384,7 @@ class Statistics:
                 r.key: r
                 for r in await conn.execute(self._corrections(scope, group_by, whole, at, window, cutoff))
             }
+        within = RESPONDED[: window + 1]
         out: dict[str | None, Figures] = {}
         for r in tallied:
             k = r.key or None
@@ -407,21 +396,40 @@ class Statistics:
                 on_time=int(r.on_time),
                 feedback_count=int(r.feedback_count),
                 satisfied=int(r.satisfied),
-                response_due=int(r.assigned_responded) + (int(c.unanswered_due) if c else 0),
-                responded=int(r.responded_any) - (int(c.answered_late) if c else 0),
+                response_due=int(r.assigned_responded)
+                + int(r.assigned_unanswered)
+                - (int(c.in_window) if c else 0),
+                responded=sum(int(getattr(r, d)) for d in within) + (int(c.answered_beyond) if c else 0),
                 open=int(r.open),
-                overdue=int(c.overdue) if c else 0,
+                overdue=int(r.open_with_deadline) - (int(c.not_due) if c else 0),
                 returned=int(r.returned),
                 joint=int(r.joint),
             )
-        edges = [(cohort.start, first), (last, cohort.end)]
-        for start, end in edges:
-            if start is not None and end is not None and start < end:
-                edge = Cohort(start, end, cohort.district_id, cohort.category, cohort.joint)
-                part = await self._from_history(scope, group_by, edge, None, at, window, cutoff)
-                for k, figures in part.items():
-                    out.setdefault(k, Figures()).add(figures)
+        for edge in edges:
+            part = await self._from_history(scope, group_by, edge, None, at, window, cutoff)
+            for k, figures in part.items():
+                out.setdefault(k, Figures()).add(figures)
         return out
+
+    def _months(
+        self, cohort: Cohort, before: datetime | None = None
+    ) -> tuple[tuple[datetime | None, datetime | None] | None, list[Cohort]]:
+        """The whole months of `cohort` (as `[first, last)` month starts, None for unbounded;
+        only months starting before `before` if given), and the rest of it as cohorts for the
+        temporal model. (None, [cohort]): no whole month."""
+        tz = self.tz
+        first = first_month_from(cohort.start, tz) if cohort.start is not None else None
+        last = month_start(cohort.end, tz) if cohort.end is not None else None
+        if before is not None and (last is None or before < last):
+            last = before
+        if first is not None and last is not None and first >= last:
+            return None, [cohort]
+        rest = []
+        if cohort.start is not None and first is not None and cohort.start < first:
+            rest.append(replace(cohort, end=first))
+        if last is not None and (cohort.end is None or last < cohort.end):
+            rest.append(replace(cohort, start=last))
+        return (first, last), rest
 
     def _corrections(
         self,
@@ -432,28 +440,35 @@ class Statistics:
         window: int,
         cutoff: datetime,
     ) -> sa.Select[Any]:
-        """Per group: the overdue now, the unanswered assignments whose window has run out (they
-        count as due) and the answers given after the window (they do not count as responded),
-        each from its own partial index."""
+        """Per group, what the tallies' counts need taken away or added at `at`, each a short
+        range at the recent end of its partial index: the open problems whose deadline is still
+        ahead (not overdue), the unanswered assignments still within their window (not due yet),
+        and with a window beyond the tallied days the answers given in between."""
         h = problem_history.c
         key = group_key(group_by).label("key")
         common = [*cohort.conditions(), *([scope] if scope is not None else [])]
         one, zero = sa.literal(1), sa.literal(0)
         arms = [
-            sa.select(key, one.label("o"), zero.label("u"), zero.label("a")).where(
-                open_now(), h.deadline < at, *common
+            sa.select(key, one.label("d"), zero.label("w"), zero.label("b")).where(
+                open_now(), h.deadline >= at, *common
             ),
-            sa.select(key, zero, one, zero).where(unanswered_now(), h.assigned_at < cutoff, *common),
-            sa.select(key, zero, zero, one).where(
-                answered_now(), sa.or_(h.response_days > window, h.response_days.is_(None)), *common
-            ),
+            sa.select(key, zero, one, zero).where(unanswered_now(), h.assigned_at >= cutoff, *common),
         ]
+        if window > TALLIED_RESPONSE_DAYS:
+            arms.append(
+                sa.select(key, zero, zero, one).where(
+                    answered_now(),
+                    h.response_days > TALLIED_RESPONSE_DAYS,
+                    h.response_days <= window,
+                    *common,
+                )
+            )
         both = sa.union_all(*arms).subquery()
         return sa.select(
             both.c.key,
-            sa.func.sum(both.c.o).label("overdue"),
-            sa.func.sum(both.c.u).label("unanswered_due"),
-            sa.func.sum(both.c.a).label("answered_late"),
+            sa.func.sum(both.c.d).label("not_due"),
+            sa.func.sum(both.c.w).label("in_window"),
+            sa.func.sum(both.c.b).label("answered_beyond"),
         ).group_by(both.c.key)
 
     async def names(self, group_by: GroupBy, keys: Sequence[str | None]) -> dict[str, tuple[str, str | None]]:
@@ -546,13 +561,25 @@ class Statistics:
         scope = await self.scope(caller)
         if scope is not None:
             conditions.append(scope)
-        counts = (
-            sa.select(key, bucket, sa.func.count().label("n"), _count(h.deadline < at).label("overdue"))
-            .where(*conditions)
-            .group_by(key, bucket)
+        # Now, in all or one district: the months before the one of the 31-day edge are 31+
+        # throughout, and their open problems are tallied (`_aging_tallied`).
+        district = _district_scope(scope) if as_of is None and group_by is not None else False
+        months, rest = (
+            (None, [cohort]) if district is False else self._months(cohort, month_start(e31, self.tz))
         )
+        rows: list[Any] = []
         async with self.db.read() as conn:
-            rows = (await conn.execute(counts)).all()
+            for part in rest:
+                counts = (
+                    sa.select(
+                        key, bucket, sa.func.count().label("n"), _count(h.deadline < at).label("overdue")
+                    )
+                    .where(now, *part.conditions(), *([scope] if scope is not None else []))
+                    .group_by(key, bucket)
+                )
+                rows += (await conn.execute(counts)).all()
+            if months is not None and district is not False:
+                rows += await self._aging_tallied(conn, scope, group_by, cohort, months, district, at)
         oldest = await self.items(conditions, (h.submitted_at, h.problem_id), limit, at)
         by_key: dict[str | None, dict[str, Any]] = {}
         for r in rows:
@@ -560,6 +587,7 @@ class Statistics:
             entry["open"] += r.n
             entry["overdue"] += r.overdue
             entry["buckets"][r.bucket] += r.n
+        by_key = {k: v for k, v in by_key.items() if v["open"]}
         names = await self.names(group_by, list(by_key)) if group_by else {}
         total: dict[str, Any] = {"open": 0, "overdue": 0, "buckets": dict.fromkeys(BUCKETS, 0)}
         groups = []
@@ -583,6 +611,40 @@ class Statistics:
             "total": {"key": None, "name": "合计", **total},
             "oldest": oldest,
         }
+
+    async def _aging_tallied(
+        self,
+        conn: Any,
+        scope: sa.ColumnElement[bool] | None,
+        group_by: GroupBy | None,
+        cohort: Cohort,
+        months: tuple[datetime | None, datetime | None],
+        district: str | None,
+        at: datetime,
+    ) -> list[Any]:
+        """(key, "31+", open, overdue) per group for the problems of whole months older than the
+        31-day edge: their open problems from the tallies, the overdue among them less those
+        whose deadline is still ahead."""
+        t = problem_tallies.c
+        h = problem_history.c
+        tally_key = _tally_key(group_by) if group_by else sa.literal(None, sa.String).label("key")
+        tallied = await conn.execute(
+            sa.select(tally_key, sa.func.sum(t.open).label("n"), sa.func.sum(t.open_with_deadline).label("d"))
+            .where(*_tally_conditions(months, cohort, district))
+            .group_by(tally_key)
+        )
+        whole = replace(cohort, start=months[0], end=months[1])
+        key = (group_key(group_by) if group_by else sa.literal(None, sa.String)).label("key")
+        ahead = sa.select(key, sa.func.count().label("n")).where(
+            open_now(), h.deadline >= at, *whole.conditions(), *([scope] if scope is not None else [])
+        )
+        not_due = {r.key: int(r.n) for r in await conn.execute(ahead.group_by(key))}
+        return [
+            SimpleNamespace(
+                key=r.key or None, bucket="31+", n=int(r.n), overdue=int(r.d) - not_due.get(r.key or None, 0)
+            )
+            for r in tallied
+        ]
 
     async def items(
         self,
@@ -649,7 +711,42 @@ class Statistics:
         return value.astimezone(self.tz) if value is not None else None
 
 
-def _district_scope(scope: sa.ColumnElement[bool] | None) -> str | bool | None:
+def _tally_key(group_by: GroupBy) -> sa.ColumnElement[Any]:
+    """`group_key` on the tallies."""
+    t = problem_tallies.c
+    columns = {
+        GroupBy.tier: t.tier_key,
+        GroupBy.unit: t.unit_key,
+        GroupBy.district: t.district_id,
+        GroupBy.category: t.category,
+    }
+    return columns[group_by].label("key")
+
+
+def _tally_conditions(
+    months: tuple[datetime | None, datetime | None], cohort: Cohort, district: str | None
+) -> list[sa.ColumnElement[bool]]:
+    """The tally rows of these months, in the cohort's district, category and jointness."""
+    t = problem_tallies.c
+    first, last = months
+    out: list[sa.ColumnElement[bool]] = []
+    if first is not None:
+        out.append(t.month >= first)
+    if last is not None:
+        out.append(t.month < last)
+    for column, value in (
+        (t.district_id, cohort.district_id),
+        (t.district_id, district),
+        (t.category, cohort.category),
+    ):
+        if value:
+            out.append(column == value)
+    if cohort.joint is not None:
+        out.append(t.joint.is_(cohort.joint))
+    return out
+
+
+def _district_scope(scope: sa.ColumnElement[bool] | None) -> str | Literal[False] | None:
     """The district a scope on `problem_history` is limited to: None for no limit, the district
     for `district_id = …`, False for any other scope (the tallies cannot say)."""
     if scope is None:

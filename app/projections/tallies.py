@@ -3,10 +3,13 @@ months of problems add up a few thousand rows instead of one entry per problem.
 
 One row per month of submission (city time), district, category, group keys (the tier and unit
 a problem counts under: where it is now, or who solved it) and whether it is handled jointly,
-holding the counts of `Figures` that depend only on a problem's current interval. The figures
-that depend on the instant asked about (overdue, a response window that has run out) or on the
-rules in force (a response counts only within the window) are corrected from narrow partial
-indexes of `problem_history` (`Statistics`): few problems are open, unanswered or answered late.
+holding the counts of `Figures` that depend only on a problem's current interval, and for the
+figures that depend on the instant asked about or on the rules in force, counts they can be
+derived from with a short range at the recent end of a partial index of `problem_history`
+(`Statistics`): overdue = open with a deadline − those whose deadline is still ahead; due
+responses = answered + unanswered − those assigned within the window; responded = the answers
+per working day up to the window (tallied per day up to `TALLIED_RESPONSE_DAYS`). Many problems
+may be open or answered late; few have a deadline ahead or an assignment from the last days.
 
 The tallies are a sum over the intervals still going on, kept by the temporal model's follower
 in its batch's transaction: before it replaces a batch of problems' intervals it takes their
@@ -29,6 +32,10 @@ from app.core.db import UTCDateTime, metadata
 from app.projections.problem_view import ACTIVE_STATUSES, SOLVED_STATUSES
 
 KEY = ("month", "district_id", "category", "tier_key", "unit_key", "joint")
+# Answers within this many working days are tallied per day; a response window beyond it
+# (the rules allow up to 60) adds the answers in between from the index of answers.
+TALLIED_RESPONSE_DAYS = 5
+RESPONDED = tuple(f"responded_{d}" for d in range(TALLIED_RESPONSE_DAYS + 1))
 COUNTS = (
     "received",
     "solved",
@@ -36,9 +43,11 @@ COUNTS = (
     "on_time",
     "feedback_count",
     "satisfied",
-    "assigned_responded",  # assigned and answered: part of response_due whatever the instant
-    "responded_any",  # answered at all: `responded` once the late answers are taken away
+    "assigned_responded",  # assigned and answered: due whatever the instant
+    "assigned_unanswered",  # assigned, not answered: due once the window has run out
+    *RESPONDED,  # answered after d working days (d = 0 … TALLIED_RESPONSE_DAYS)
     "open",
+    "open_with_deadline",  # overdue once the deadline has passed
     "returned",
 )
 # What a contribution reads from an interval.
@@ -59,6 +68,7 @@ SOURCE_COLUMNS = (
     "satisfied",
     "assigned_at",
     "responded_at",
+    "response_days",
     "returns",
 )
 
@@ -112,6 +122,10 @@ def contribution(row: Any, tz: ZoneInfo) -> tuple[Key, tuple[int, ...]] | None:
     on_time = solved and (
         row.deadline is None or (row.resolved_at is not None and row.resolved_at <= row.deadline)
     )
+    answered = row.responded_at is not None
+    assigned = row.assigned_at is not None
+    active = row.status in ACTIVE_STATUSES
+    days = row.response_days if answered else None
     counts = (
         1,
         int(solved),
@@ -119,9 +133,11 @@ def contribution(row: Any, tz: ZoneInfo) -> tuple[Key, tuple[int, ...]] | None:
         int(on_time),
         int(row.feedback_score is not None),
         int(row.satisfied is True),
-        int(row.assigned_at is not None and row.responded_at is not None),
-        int(row.responded_at is not None),
-        int(row.status in ACTIVE_STATUSES),
+        int(assigned and answered),
+        int(assigned and not answered),
+        *(int(days == d) for d in range(TALLIED_RESPONSE_DAYS + 1)),
+        int(active),
+        int(active and row.deadline is not None),
         int(row.returns > 0),
     )
     return key, counts

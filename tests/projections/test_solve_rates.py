@@ -189,8 +189,9 @@ async def test_current_figures_from_the_monthly_tallies_equal_the_temporal_model
     """Whole months come from `problem_tallies` plus corrections for what depends on the instant
     (overdue, unanswered past the window, answered late); the rest from the temporal model. A
     varied history over three months, including a return, a late answer and a withdrawal."""
+    from app.core.security import Caller, Role
     from app.projections.history import problem_history
-    from app.projections.stats import Cohort, GroupBy
+    from app.projections.stats import Basis, Cohort, GroupBy
     from tests.projections.test_rebuild import varied_history
 
     await varied_history(client, city)  # November: returns, joint handling, deferral, withdrawal
@@ -200,6 +201,9 @@ async def test_current_figures_from_the_monthly_tallies_equal_the_temporal_model
         await at(client, late, month + timedelta(hours=1), "escalate", {"reason": "上交"})
         await at(client, late, month + timedelta(hours=2), "assign", {"lead_unit_id": fg})
         await at(client, late, month + timedelta(days=6), "accept")  # answered after the window
+        extension = {"deadline": "2026-12-31", "reason": "等待审批"}  # open, its deadline ahead
+        await at(client, late, month + timedelta(days=7), "request-extension", extension)
+        await at(client, late, month + timedelta(days=7, hours=1), "decide-extension", {"approve": True})
         unanswered = await submit_at(client, city.enterprise(D2, i), month)
         await at(client, unanswered, month + timedelta(hours=1), "escalate", {"reason": "上交"})
         await at(
@@ -214,8 +218,6 @@ async def test_current_figures_from_the_monthly_tallies_equal_the_temporal_model
     await caught_up(services)
 
     stats = services.stats
-    window = (await services.rules.current()).response_window_days
-    cutoff = stats.response_cutoff(T0, window)
     cohorts = [
         Cohort(),
         Cohort(datetime(2026, 9, 10, tzinfo=UTC), datetime(2026, 11, 3, tzinfo=UTC)),
@@ -223,16 +225,33 @@ async def test_current_figures_from_the_monthly_tallies_equal_the_temporal_model
         Cohort(None, datetime(2026, 10, 31, 16, tzinfo=UTC), district_id=D1),
         Cohort(joint=True),
     ]
+    # Response windows within the tallied days and beyond them (the rules allow 1 to 60).
+    for window in (1, 3, 8):
+        cutoff = stats.response_cutoff(T0, window)
+        for cohort in cohorts:
+            for scope in (None, problem_history.c.district_id == D1):
+                for grouping in GroupBy:
+                    tallied = await stats._from_tallies(scope, grouping, cohort, T0, window, cutoff)
+                    direct = await stats._from_history(scope, grouping, cohort, None, T0, window, cutoff)
+                    assert tallied == direct, (window, cohort, scope, grouping)
+    # Aging now (months before the 31-day edge from the tallies) equals aging as of now (the
+    # temporal model throughout), for every grouping, both bases and the cohorts above.
+    admin = Caller(key_id="t", name="t", role=Role.admin)
     for cohort in cohorts:
-        for scope in (None, problem_history.c.district_id == D1):
-            for grouping in GroupBy:
-                tallied = await stats._from_tallies(scope, grouping, cohort, T0, window, cutoff)
-                direct = await stats._from_history(scope, grouping, cohort, None, T0, window, cutoff)
-                assert tallied == direct, (cohort, scope, grouping)
+        for basis in Basis:
+            for grouping in [None, *GroupBy]:
+                now = await stats.aging(admin, basis, grouping, cohort, None, 5)
+                assert now == await stats.aging(admin, basis, grouping, cohort, T0, 5), (
+                    cohort,
+                    basis,
+                    grouping,
+                )
     body = await get(client, RATES, group_by="district")
     d1 = by_key(body)[D1]
     # Every figure the tallies correct is exercised: a return, an overdue assignment, late answers.
-    assert d1["returned"] == 1 and d1["overdue"] >= 1 and d1["responded"] < d1["response_due"]
+    total = body["total"]
+    assert d1["returned"] == 1 and d1["responded"] < d1["response_due"]
+    assert 1 <= total["overdue"] < total["open"]  # overdue, and open with the deadline ahead
     # And a scope the tallies cannot answer (a handler's units) goes to the temporal model.
     assert (
         await stats._from_tallies(problem_history.c.source == "x", GroupBy.tier, Cohort(), T0, window, cutoff)
@@ -257,7 +276,9 @@ async def test_the_corrections_and_the_aging_read_their_partial_indexes(services
     def explained(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> Any:
         return explain + statement, params
 
-    corrections = stats._corrections(None, GroupBy.unit, Cohort(), T0, 1, T0)
+    corrections = stats._corrections(
+        None, GroupBy.unit, Cohort(), T0, 10, T0
+    )  # a window beyond the tallied days
     aging = (
         sa.select(problem_history.c.tier).where(open_now()).order_by(problem_history.c.submitted_at).limit(5)
     )
