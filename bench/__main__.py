@@ -13,6 +13,7 @@ BENCHMARKS = [
     "bench.webhooks",
     "bench.projections",
     "bench.reads",
+    "bench.seed_cost",
 ]
 
 for name in BENCHMARKS:

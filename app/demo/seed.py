@@ -18,6 +18,16 @@ functions, in one transaction per chunk that records its transaction id in `even
 ordinary sequencer numbers the events (positions without gaps, as for any commit); followers'
 checkpoints then move past the seeded history (its read models are written already; webhooks do
 not announce it). Run it against a database no server is using.
+
+Into a database without problems, the load goes without indexes: those of the tables written in
+bulk (and their unique and foreign keys) are dropped before it and built once at its end from the
+SQLAlchemy metadata, so the schema ends as migrated; sorting each index once is far cheaper than
+maintaining a dozen random keys row by row. Only the events' key and their (tx_id, id) index stay,
+which the sequencer reads. The sequencer then numbers the whole seeded history at the end, in a few
+large passes into `event_positions` without its indexes (far cheaper per event than passes that
+keep up with the load; `bench/seed_cost.py` measures both). Seeding into a database that has
+problems keeps every index and numbers as it goes. If a bulk seed is interrupted, the next seed
+first builds whatever indexes are missing.
 """
 
 from __future__ import annotations
@@ -39,6 +49,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from app.core.db import upsert
 from app.core.errors import AppError
@@ -48,12 +59,13 @@ from app.core.settings import Settings
 from app.demo import DEMO_CALLER, _city, demo_enterprises, demo_rules, demo_units
 from app.directory.service import unit_from_row
 from app.directory.tables import enterprises, units
-from app.events import RecordedEvent, registry
-from app.events.tables import event_sequencer
+from app.events import registry
+from app.events.tables import event_positions, event_sequencer, events
 from app.main import Services
 from app.problems import automatic, domain
 from app.problems.domain import Actor, Context, Fact, ProblemState
-from app.problems.projection import problem_projections, view_row
+from app.problems.projection import history_rows, problem_projections, view_row
+from app.projections.history import problem_history as history_table
 from app.projections.problem_view import problem_units, problem_view
 from app.projections.rebuild import copy_records
 from app.projections.runner import checkpoints
@@ -82,6 +94,13 @@ EVENT_COLUMNS = [
     "recorded_at",
     "tx_id",
 ]
+# The tables written in bulk, and the indexes of theirs the load needs (see the module's text).
+PROBLEM_TABLES = (problem_view, problem_units, history_table)
+BULK_TABLES = (events, event_positions, *PROBLEM_TABLES)
+KEPT_INDEXES = frozenset({"pk_events", "ix_events_tx_id_id"})
+BULK_SEQUENCE_BATCH = 1_000_000  # events per sequencer pass after a load without indexes
+BUILDERS = 2  # connections building indexes (and vacuuming) at once at the end
+FINISH_SETTINGS = {"statement_timeout": "0", "maintenance_work_mem": "256MB", "work_mem": "64MB"}
 CATEGORY_WEIGHTS = {
     "utilities": 18,
     "planning_permit": 14,
@@ -262,78 +281,86 @@ def generate_chunk(city: SeedCity, index: int, count: int) -> tuple[int, int]:
 async def _write_chunk(city: SeedCity, index: int, count: int) -> tuple[int, int]:
     gc.disable()  # the fold allocates many short-lived objects and no cycles
     try:
-        rng = random.Random(city.seed * 1_000_003 + index)
-        calendar = WorkCalendar(ZoneInfo(city.tz))
-        policy = RoutingPolicy(calendar, RuleSet.from_data(city.rules), {u.id: u for u in city.units})
-        fgs: dict[str, list[str]] = {}
-        for u in city.units:
-            if u.kind is UnitKind.district_function_group and u.district_id:
-                fgs.setdefault(u.district_id, []).append(u.id)
-        depts = [u.id for u in city.units if u.kind is UnitKind.city_department]
-        # The problem view's rows are `view_row` of the state the generation folded (what its
-        # projection computes by folding the same facts again); the temporal model's come from
-        # its projection's row function.
-        history = next(p for p in problem_projections(calendar) if p.name == "problem_history")
-        recorded_at = datetime.now(UTC)
-        event_rows: list[tuple[Any, ...]] = []
-        table_rows: dict[str, list[dict[str, Any]]] = {problem_view.name: [], problem_units.name: []}
-        for _ in range(count):
-            pid, facts, state = problem_history(rng, city, policy, fgs, depts)
-            stream = f"problem-{pid}"
-            events = []
-            for version, (fact, event_id, action) in enumerate(facts, start=1):
-                data = orjson.loads(orjson.dumps(fact.data))
-                meta = event_metadata(SYSTEM, None, automatic=action) if action else SEED_META
-                events.append(
-                    RecordedEvent(
-                        stream,
-                        version,
-                        event_id or _uuid(rng),
-                        fact.type,
-                        registry.current_version(fact.type),
-                        data,
-                        meta,
-                        fact.occurred_at,
-                        recorded_at,
-                    )
-                )
-            table_rows[problem_view.name].append(view_row(state))
-            table_rows[problem_units.name] += [
-                {"problem_id": pid, "unit_id": u} for u in state.involved_units
-            ]
-            for table, rows in history.rows(stream, events).items():
-                table_rows.setdefault(table, []).extend(rows)
-            event_rows += [
-                (
-                    e.event_id,
-                    stream,
-                    e.stream_version,
-                    e.type,
-                    e.schema_version,
-                    orjson.dumps(e.data).decode(),
-                    orjson.dumps(e.metadata).decode(),
-                    e.occurred_at,
-                    recorded_at,
-                )
-                for e in events
-            ]
+        chunk = chunk_rows(city, index, count)
         conn = await asyncpg.connect(city.dsn)
         try:
-            async with conn.transaction():
-                tx_id = await conn.fetchval("SELECT pg_current_xact_id()")
-                await conn.copy_records_to_table(
-                    "events", records=[(*row, tx_id) for row in event_rows], columns=EVENT_COLUMNS
-                )
-                for table, rows in table_rows.items():
-                    columns, records = copy_records(table, rows)
-                    await conn.copy_records_to_table(table, records=records, columns=columns)
+            return count, await copy_chunk(conn, chunk)
         except asyncpg.UniqueViolationError:
             return -1, 0  # this chunk of this seed is stored already (an exception would not pickle)
         finally:
             await conn.close()
-        return count, len(event_rows)
     finally:
         gc.enable()
+
+
+@dataclass(frozen=True)
+class ChunkRows:
+    events: list[tuple[Any, ...]]  # EVENT_COLUMNS but the transaction id
+    tables: dict[str, list[dict[str, Any]]]  # read-model rows by table
+
+
+def chunk_rows(city: SeedCity, index: int, count: int) -> ChunkRows:
+    """Decide and fold `count` problems (chunk `index` of the seed): their events and read-model rows."""
+    rng = random.Random(city.seed * 1_000_003 + index)
+    calendar = WorkCalendar(ZoneInfo(city.tz))
+    policy = RoutingPolicy(calendar, RuleSet.from_data(city.rules), {u.id: u for u in city.units})
+    fgs: dict[str, list[str]] = {}
+    for u in city.units:
+        if u.kind is UnitKind.district_function_group and u.district_id:
+            fgs.setdefault(u.district_id, []).append(u.id)
+    depts = [u.id for u in city.units if u.kind is UnitKind.city_department]
+    # The problem view's rows are `view_row` of the state the generation folded (what its
+    # projection computes by folding the same facts again); the temporal model's come from
+    # its projection's row function, given the facts as they read back from the log.
+    versions = {t: registry.current_version(t) for t in domain.EVENT_DESCRIPTIONS}
+    recorded_at = datetime.now(UTC)
+    metas: dict[str | None, str] = {}  # metadata as stored, by automatic action
+    event_rows: list[tuple[Any, ...]] = []
+    table_rows: dict[str, list[dict[str, Any]]] = {
+        problem_view.name: [],
+        problem_units.name: [],
+        history_table.name: [],
+    }
+    for _ in range(count):
+        pid, facts, state = problem_history(rng, city, policy, fgs, depts)
+        stream = f"problem-{pid}"
+        read_back = []
+        for version, (fact, event_id, action) in enumerate(facts, start=1):
+            text = orjson.dumps(fact.data)  # once: the event's data as stored, and as read back
+            if action not in metas:
+                meta = event_metadata(SYSTEM, None, automatic=action) if action else SEED_META
+                metas[action] = orjson.dumps(meta).decode()
+            read_back.append(Fact(fact.type, orjson.loads(text), fact.occurred_at))
+            event_rows.append(
+                (
+                    event_id or _uuid(rng),
+                    stream,
+                    version,
+                    fact.type,
+                    versions[fact.type],
+                    text.decode(),
+                    metas[action],
+                    fact.occurred_at,
+                    recorded_at,
+                )
+            )
+        table_rows[problem_view.name].append(view_row(state))
+        table_rows[problem_units.name] += [{"problem_id": pid, "unit_id": u} for u in state.involved_units]
+        table_rows[history_table.name] += history_rows(pid, read_back, calendar)
+    return ChunkRows(event_rows, table_rows)
+
+
+async def copy_chunk(conn: asyncpg.Connection, chunk: ChunkRows) -> int:
+    """COPY a chunk in one transaction that records its id in `events.tx_id` (for the sequencer);
+    returns the number of events."""
+    async with conn.transaction():
+        tx_id = await conn.fetchval("SELECT pg_current_xact_id()")
+        records = [(*row, tx_id) for row in chunk.events]
+        await conn.copy_records_to_table("events", records=records, columns=EVENT_COLUMNS)
+        for table, rows in chunk.tables.items():
+            columns, values = copy_records(table, rows)
+            await conn.copy_records_to_table(table, records=values, columns=columns)
+    return len(chunk.events)
 
 
 # -- the whole run ------------------------------------------------------------------------------
@@ -362,44 +389,166 @@ async def seed(
     city = await load_city(services, dsn, seed_value)
     for runner in services.projections.runners.values():
         await runner.ensure_checkpoint()
+    await build_indexes(dsn)  # any an interrupted seed left out (none, normally)
+    bulk = await no_problems_yet(services)
+    if bulk:
+        await services.store.sequence_all()  # the city's events, with the indexes still there
+        say("indexes of the bulk-loaded tables: dropped until the end")
+        await drop_indexes(dsn)
     say("problems: decided, folded and copied")
     sizes = [min(CHUNK, problems - i) for i in range(0, problems, CHUNK)]
     workers = processes or os.cpu_count() or 1
     done = events = 0
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        pending = [loop.run_in_executor(pool, generate_chunk, city, i, n) for i, n in enumerate(sizes)]
-        for future in asyncio.as_completed(pending):
-            n, e = await future
-            if n < 0:
-                raise AppError(
-                    "validation_failed", "this --seed was written to this database already: choose another"
-                )
-            done += n
-            events += e
-            await services.store.sequence(SEQUENCE_BATCH)  # positions keep up with the commits
-            if progress:
-                progress(done, events)
-    await finish(services, say)
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+            pending = [loop.run_in_executor(pool, generate_chunk, city, i, n) for i, n in enumerate(sizes)]
+            for future in asyncio.as_completed(pending):
+                n, e = await future
+                if n < 0:
+                    already = "this --seed was written to this database already: choose another"
+                    raise AppError("validation_failed", already)
+                done += n
+                events += e
+                if not bulk:
+                    await services.store.sequence(SEQUENCE_BATCH)  # positions keep up with the commits
+                if progress:
+                    progress(done, events)
+    except BaseException:
+        await build_indexes(dsn)  # leave the schema whole (the sequencer numbers what was loaded)
+        raise
+    await finish(services, dsn, bulk, say)
     return SeedReport(problems, events, loop.time() - started)
 
 
-async def finish(services: Services, say: Callable[[str], None]) -> None:
-    """Number what is left, move the followers past the seeded history, VACUUM ANALYZE."""
-    say("positions")
-    while await services.store.sequence(SEQUENCE_BATCH):
-        pass
+async def finish(services: Services, dsn: str, bulk: bool, say: Callable[[str], None]) -> None:
+    """Number what is left, build the indexes, move the followers past the seeded history,
+    VACUUM ANALYZE, then the read models derived from the seeded ones."""
+    if bulk:  # the sequencer reads only the events: the problem tables' indexes meanwhile
+        say("positions, and the problem tables' indexes")
+        await asyncio.gather(_number(services, bulk), build_indexes(dsn, PROBLEM_TABLES, connections=1))
+    else:
+        say("positions")
+        await _number(services, bulk)
+    say("indexes")
+    await build_indexes(dsn)
     async with services.db.transaction() as conn:
         head = (await conn.execute(sa.select(event_sequencer.c.last_position))).scalar() or 0
         for name in [*services.projections.runners, Fanout.name]:
             row = {"name": name, "position": head, "updated_at": services.clock.now()}
             await conn.execute(upsert("postgresql", checkpoints, row, key=["name"]))
-    say("summaries (monthly tallies)")
-    await services.projections.recompute_summaries()
     say("VACUUM ANALYZE (visibility map and planner statistics)")
+    tables = [t.name for p in problem_projections(services.calendar) for t in p.tables]
+    await _run_ddl(dsn, [f"VACUUM (ANALYZE) {table}" for table in ("events", "event_positions", *tables)])
+    say("derived read models (monthly tallies)")
+    await finish_derived_read_models(services, dsn)
+
+
+async def _number(services: Services, bulk: bool) -> None:
+    """Give every seeded event its position (after a bulk load, in passes longer than the
+    statement timeout allows)."""
     async with services.db.autocommit() as conn:
-        tables = [t.name for p in problem_projections(services.calendar) for t in p.all_tables]
-        for table in ("events", "event_positions", *tables):
-            await conn.exec_driver_sql(f"VACUUM (ANALYZE) {table}")
+        if bulk:
+            await conn.exec_driver_sql("SET statement_timeout = 0")
+            await conn.exec_driver_sql(f"SET work_mem = '{FINISH_SETTINGS['work_mem']}'")
+        try:
+            while await services.store.sequence(BULK_SEQUENCE_BATCH if bulk else SEQUENCE_BATCH, conn=conn):
+                pass
+        finally:
+            await conn.exec_driver_sql("RESET statement_timeout")
+            await conn.exec_driver_sql("RESET work_mem")
+
+
+async def finish_derived_read_models(services: Services, dsn: str) -> None:
+    """The one place where read models computed from the seeded ones (by SQL, after the indexes
+    and statistics above) are brought up to date: the summary tables, then their statistics."""
+    await services.projections.recompute_summaries()
+    summaries = [p.summary.table.name for p in problem_projections(services.calendar) if p.summary]
+    await _run_ddl(dsn, [f"VACUUM (ANALYZE) {table}" for table in summaries])
+
+
+# -- indexes of the bulk load -------------------------------------------------------------------
+
+
+def _deferred() -> list[tuple[str, str, str, str]]:
+    """(table, name, create, drop) of every index and key of the bulk-loaded tables that the load does
+    without, as the metadata (and so the migrations) define them, in the order to create them."""
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    out: list[tuple[tuple[bool, int], str, str, str, str]] = []
+    for table in BULK_TABLES:
+        ddl: list[tuple[Any, sa.schema.ExecutableDDLElement, sa.schema.ExecutableDDLElement, bool]] = [
+            (
+                c.name,
+                sa.schema.AddConstraint(c),
+                sa.schema.DropConstraint(c),
+                isinstance(c, sa.ForeignKeyConstraint),
+            )
+            for c in table.constraints
+            if isinstance(c, sa.PrimaryKeyConstraint | sa.UniqueConstraint | sa.ForeignKeyConstraint)
+        ]
+        ddl += [(i.name, sa.schema.CreateIndex(i), sa.schema.DropIndex(i), False) for i in table.indexes]
+        for i, (name, create, drop, foreign) in enumerate(ddl):
+            if name not in KEPT_INDEXES:
+                sql = str(create.compile(dialect=dialect)), str(drop.compile(dialect=dialect))
+                out.append(((foreign, i), table.name, str(name), sql[0], sql[1]))
+    # The tables taken in turn: builders at work at once mostly sort different tables (adding a
+    # key locks its table). Foreign keys last: they check against the keys they refer to.
+    return [(table, name, create, drop) for _, table, name, create, drop in sorted(out, key=lambda d: d[0])]
+
+
+async def _existing_indexes(dsn: str) -> set[str]:
+    """The names of the indexes and constraints the bulk-loaded tables have."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() AND tablename = ANY($1)"
+            " UNION SELECT conname FROM pg_constraint WHERE conrelid = ANY($1::text[]::regclass[])",
+            [t.name for t in BULK_TABLES],
+        )
+    finally:
+        await conn.close()
+    return {r[0] for r in rows}
+
+
+async def no_problems_yet(services: Services) -> bool:
+    """Whether the database holds no problem at all (no events, no read-model rows)."""
+    found = sa.union_all(
+        *(sa.select(sa.literal(1)).select_from(t).limit(1) for t in PROBLEM_TABLES),
+        sa.select(sa.literal(1)).where(events.c.stream_id.startswith("problem-")).limit(1),
+    )
+    async with services.db.read() as conn:
+        return (await conn.execute(sa.select(sa.func.count()).select_from(found.subquery()))).scalar() == 0
+
+
+async def drop_indexes(dsn: str) -> None:
+    existing = await _existing_indexes(dsn)
+    drops = [drop for _, name, _, drop in reversed(_deferred()) if name in existing]  # foreign keys first
+    await _run_ddl(dsn, drops, connections=1)
+
+
+async def build_indexes(
+    dsn: str, tables: Sequence[sa.Table] = BULK_TABLES, connections: int = BUILDERS
+) -> None:
+    """Create whichever of the deferred indexes of `tables` is missing (all of them after a bulk
+    load)."""
+    existing = await _existing_indexes(dsn)
+    names = {t.name for t in tables}
+    missing = [create for table, name, create, _ in _deferred() if table in names and name not in existing]
+    await _run_ddl(dsn, missing, connections)
+
+
+async def _run_ddl(dsn: str, statements: Sequence[str], connections: int = BUILDERS) -> None:
+    """Run statements on a few connections at once (no statement timeout: each sorts a table)."""
+    queue = list(reversed(statements))
+
+    async def builder() -> None:
+        conn = await asyncpg.connect(dsn, server_settings=FINISH_SETTINGS)
+        try:
+            while queue:
+                await conn.execute(queue.pop())
+        finally:
+            await conn.close()
+
+    await asyncio.gather(*(builder() for _ in range(min(connections, len(statements)))))
 
 
 def default_settings() -> Settings:

@@ -407,7 +407,7 @@ class EventStore:
 
     # -- sequencing (PostgreSQL) ------------------------------------------------------------
 
-    async def sequence(self, batch: int = 10_000) -> int:
+    async def sequence(self, batch: int = 10_000, *, conn: AsyncConnection | None = None) -> int:
         """Give positions to the events of finished transactions; returns how many.
 
         Numbers events in (transaction id, insertion) order, taking only transactions below the
@@ -416,11 +416,16 @@ class EventStore:
         Every transaction of this database with a smaller id has committed or aborted, so no
         event can later appear before the last one numbered. Concurrent callers skip (the
         sequencer row is locked with SKIP LOCKED), so this is safe to call from anywhere.
+        `conn`: an autocommit connection of the caller's (a bulk load's, without the statement
+        timeout).
         """
         if not self.db.is_postgres:
             return 0
-        async with self.db.autocommit() as conn:
+        if conn is not None:
             row = (await conn.execute(_SEQUENCE_SQL, {"batch": batch})).one()
+        else:
+            async with self.db.autocommit() as own:
+                row = (await own.execute(_SEQUENCE_SQL, {"batch": batch})).one()
         assigned = int(row.assigned)
         if assigned:
             SEQUENCER_ASSIGNED.inc(assigned)

@@ -288,6 +288,15 @@ def replace(state: ProblemState, **changes: Any) -> ProblemState:
     return new
 
 
+def _changed(new: ProblemState, **changes: Any) -> ProblemState:
+    """`replace` in place, for a state `evolve` has just made and no one else holds yet."""
+    unknown = changes.keys() - _STATE_FIELDS
+    if unknown:
+        raise TypeError(f"ProblemState has no field {sorted(unknown)[0]!r}")
+    new.__dict__.update(changes)
+    return new
+
+
 # -- commands ----------------------------------------------------------------------------------
 
 
@@ -1122,9 +1131,9 @@ def evolve(state: ProblemState, fact: Fact) -> ProblemState:
     )
     match fact.type:
         case "problem.accepted":
-            return replace(s, status=Status.in_progress, accepted_at=at)
+            return _changed(s, status=Status.in_progress, accepted_at=at)
         case "problem.escalated":
-            return replace(
+            return _changed(
                 s,
                 tier=Tier(d["to_tier"]),
                 status=Status.open,
@@ -1145,7 +1154,7 @@ def evolve(state: ProblemState, fact: Fact) -> ProblemState:
                 rule_version=d.get("rule_version", s.rule_version),
             )
         case "problem.assigned":
-            return replace(
+            return _changed(
                 s,
                 status=Status.assigned,
                 lead_unit_id=d["lead_unit_id"],
@@ -1159,7 +1168,7 @@ def evolve(state: ProblemState, fact: Fact) -> ProblemState:
                 unrouted=False,
             )
         case "problem.return_requested":
-            return replace(
+            return _changed(
                 s,
                 return_request={
                     "reason": d["reason"],
@@ -1168,7 +1177,7 @@ def evolve(state: ProblemState, fact: Fact) -> ProblemState:
                 },
             )
         case "problem.returned":
-            return replace(
+            return _changed(
                 s,
                 status=Status.open,
                 lead_unit_id=None,
@@ -1185,11 +1194,11 @@ def evolve(state: ProblemState, fact: Fact) -> ProblemState:
                 returned_too_often=s.returned_too_often or d.get("flagged", False),
             )
         case "problem.return_refused":
-            return replace(s, return_request=None)
+            return _changed(s, return_request=None)
         case "problem.progress_reported":
             return s
         case "problem.extension_requested":
-            return replace(
+            return _changed(
                 s,
                 extension_request={
                     "requested_deadline": d["requested_deadline"],
@@ -1199,9 +1208,9 @@ def evolve(state: ProblemState, fact: Fact) -> ProblemState:
             )
         case "problem.extension_decided":
             deadline = _dt(d.get("deadline")) if d["approved"] else s.deadline
-            return replace(s, extension_request=None, deadline=deadline)
+            return _changed(s, extension_request=None, deadline=deadline)
         case "problem.deferred":
-            return replace(
+            return _changed(
                 s,
                 status=Status.deferred,
                 review_on=date.fromisoformat(d["review_on"]),
@@ -1211,7 +1220,7 @@ def evolve(state: ProblemState, fact: Fact) -> ProblemState:
                 extension_request=None,
             )
         case "problem.resumed":
-            return replace(
+            return _changed(
                 s,
                 status=Status.in_progress,
                 review_on=None,
@@ -1221,7 +1230,7 @@ def evolve(state: ProblemState, fact: Fact) -> ProblemState:
                 paused_seconds=s.paused_seconds + int(d.get("paused_seconds", 0)),
             )
         case "problem.resolved":
-            return replace(
+            return _changed(
                 s,
                 status=Status.resolved,
                 resolved_at=at,
@@ -1235,10 +1244,10 @@ def evolve(state: ProblemState, fact: Fact) -> ProblemState:
                 deferred_remaining=None,
             )
         case "problem.feedback_received":
-            return replace(s, feedback_score=d["score"], satisfied=d["satisfied"])
+            return _changed(s, feedback_score=d["score"], satisfied=d["satisfied"])
         case "problem.reopened":
             status = Status.in_progress if s.lead_unit_id else Status.open
-            return replace(
+            return _changed(
                 s,
                 status=status,
                 resolved_at=None,
@@ -1251,17 +1260,17 @@ def evolve(state: ProblemState, fact: Fact) -> ProblemState:
                 holder_since=at,
             )
         case "problem.supervised":
-            return replace(s, supervisions=s.supervisions + 1)
+            return _changed(s, supervisions=s.supervisions + 1)
         case "problem.reminded":
             if d.get("kind") == "review":
-                return replace(
+                return _changed(
                     s, reminders=s.reminders + 1, review_reminded_on=date.fromisoformat(d["review_on"])
                 )
-            return replace(s, reminders=s.reminders + 1, reminded_for=_dt(d.get("deadline")))
+            return _changed(s, reminders=s.reminders + 1, reminded_for=_dt(d.get("deadline")))
         case "problem.overdue":
-            return replace(s, overdue_noted_for=_dt(d.get("deadline")))
+            return _changed(s, overdue_noted_for=_dt(d.get("deadline")))
         case "problem.withdrawn":
-            return replace(
+            return _changed(
                 s,
                 status=Status.withdrawn,
                 withdrawn_at=at,
@@ -1272,7 +1281,7 @@ def evolve(state: ProblemState, fact: Fact) -> ProblemState:
                 deferred_remaining=None,
             )
         case "problem.closed":
-            return replace(s, status=Status.closed, closed_at=at)
+            return _changed(s, status=Status.closed, closed_at=at)
         case _:
             # Unknown types (from a newer version) do not change the state we know about.
             return s

@@ -548,7 +548,7 @@ class _Writer:
 
 
 def _records(rows: Sequence[Mapping[str, Any]], columns: list[str], json_at: list[int]) -> list[list[Any]]:
-    records = [[row.get(c) for c in columns] for row in rows]
+    records = [list(map(row.get, columns)) for row in rows]
     for record in records:
         for i in json_at:
             record[i] = orjson.dumps(record[i]).decode()

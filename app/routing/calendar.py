@@ -65,6 +65,9 @@ class WorkCalendar:
         self.overrides = dict(overrides)
         self._year_cache: dict[int, tuple[bool, ...]] = {}
         self._cumulative: dict[int, list[int]] = {}
+        # Answers of the day arithmetic below, by (day, n): a few hundred days in use at a time.
+        self._added: dict[tuple[date, int], date] = {}
+        self._back: dict[tuple[date, int], date] = {}
 
     # -- days ------------------------------------------------------------------------------
 
@@ -133,21 +136,30 @@ class WorkCalendar:
         """The n-th working day after `start` (n >= 1); `start` itself never counts."""
         if n < 1:
             return start
+        found = self._added.get((start, n))
+        if found is not None:
+            return found
         day = start
         counted = 0
         while counted < n:
             day += timedelta(days=1)
             if self.is_workday(day):
                 counted += 1
+        self._added[start, n] = day
         return day
 
     def working_day_back(self, day: date, n: int) -> date:
         """The n-th working day counting back from `day`, which counts itself if it is one
         (n >= 1)."""
+        found = self._back.get((day, n))
+        if found is not None:
+            return found
+        start = day
         counted = int(self.is_workday(day))
         while counted < n:
             day -= timedelta(days=1)
             counted += self.is_workday(day)
+        self._back[start, n] = day
         return day
 
     # -- instants --------------------------------------------------------------------------

@@ -27,6 +27,7 @@ class RoutingPolicy:
         self.calendar = calendar
         self.rules = rules
         self.units = units
+        self._rooms: dict[tuple[Tier, str], str | None] = {}
 
     @property
     def rule_version(self) -> int:
@@ -53,6 +54,12 @@ class RoutingPolicy:
         return None
 
     def room(self, tier: Tier, district_id: str) -> str | None:
+        key = (tier, district_id)
+        if key not in self._rooms:
+            self._rooms[key] = self._find_room(tier, district_id)
+        return self._rooms[key]
+
+    def _find_room(self, tier: Tier, district_id: str) -> str | None:
         for unit in self.units.values():
             if tier is Tier.city and unit.kind is UnitKind.city_command_room:
                 return unit.id
