@@ -71,9 +71,13 @@ class Settled:
 
     @staticmethod
     async def position(conn: AsyncConnection) -> int:
-        """Where the temporal model stands (read before computing a figure to remember)."""
-        found = await conn.execute(sa.select(checkpoints.c.position).where(checkpoints.c.name == FOLLOWER))
-        return int(found.scalar() or 0)
+        """Where the temporal model stands (read before computing a figure to remember): its
+        follower's checkpoint, or the latest mark if later (a rebuild marks past the head; what
+        was marked before the figure is computed is in it)."""
+        checkpoint = sa.select(checkpoints.c.position).where(checkpoints.c.name == FOLLOWER).scalar_subquery()
+        marked = sa.select(sa.func.max(problem_history_changes.c.position)).scalar_subquery()
+        found = await conn.execute(sa.select(sa.func.coalesce(checkpoint, 0), sa.func.coalesce(marked, 0)))
+        return max(int(v) for v in found.one())
 
     @staticmethod
     async def changed_since(conn: AsyncConnection, instant: datetime) -> int:
