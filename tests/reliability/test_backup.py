@@ -60,7 +60,9 @@ READS = [
     "/v1/stats/aging",
     "/v1/stats/rankings",
 ]
-OPERATIONAL = {"webhook_deliveries", "webhook_attempts"}  # derived or observed, not events
+# Derived or observed, not events: deliveries and attempts; and the marks of which days the
+# temporal model changed at which position (a restore's rebuild marks every day instead).
+OPERATIONAL = {"webhook_deliveries", "webhook_attempts", "problem_history_changes"}
 
 
 @pytest.fixture
