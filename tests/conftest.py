@@ -65,13 +65,16 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """A PostgreSQL-only test has no SQLite variant; without a reachable PostgreSQL (outside CI)
-    the PostgreSQL variants are deselected, and the header and summary say so once."""
+    """A PostgreSQL-only test has no SQLite variant (a SQLite-only one no PostgreSQL variant);
+    without a reachable PostgreSQL (outside CI) the PostgreSQL variants are deselected, and the
+    header and summary say so once."""
     keep, dropped = [], []
     for item in items:
         callspec = getattr(item, "callspec", None)
         backend = callspec.params.get("db_url") if callspec else None
         if item.get_closest_marker("postgres_only") and backend == "sqlite":
+            continue
+        if item.get_closest_marker("sqlite_only") and backend == "postgresql":
             continue
         if backend == "postgresql" and not pg_available():
             dropped.append(item)

@@ -235,13 +235,13 @@ async def test_rate_limits_are_answered_alike(client: httpx.AsyncClient, city: C
     assert limited["headers"]["retry-after"] and limited["body"]["code"] == "rate_limited"
 
 
+@pytest.mark.sqlite_only
 async def test_the_fast_path_reads_the_key_with_the_references(
     client: httpx.AsyncClient, city: City, services: Services
 ) -> None:
     """What makes it fast can be seen in the statements: one round trip fewer, the key read with
     the enterprise (SQLite, where every statement passes through SQLAlchemy's events)."""
-    if not services.db.is_sqlite:
-        pytest.skip("PostgreSQL's hot statements run on the driver, below SQLAlchemy's events")
+    assert services.db.is_sqlite  # PostgreSQL's hot statements run on the driver, below those events
     statements: list[str] = []
 
     def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
