@@ -213,6 +213,11 @@ SELECT count(*) AS assigned, max(position) AS last_position FROM numbered
 )
 
 
+def like_prefix(prefix: str) -> str:
+    """A LIKE pattern (backslash escapes) of the ids that start with `prefix`."""
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
 class EventStore:
     def __init__(self, db: Database, clock: Clock, registry: EventRegistry = default_registry) -> None:
         self.db = db
@@ -578,7 +583,7 @@ class EventStore:
     ) -> list[RecordedEvent]:
         """The same on the driver directly: a rebuild reads every event once, and SQLAlchemy's
         per-row work would cost more than everything else it does with them."""
-        pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        pattern = like_prefix(prefix)
         sql = _SCAN_SQL.format(
             metadata="metadata::text" if metadata else "'{}'",
             before="" if before is None else " AND stream_id < $6",

@@ -44,7 +44,7 @@ from app.core.db import Database, metadata, upsert
 from app.core.errors import AppError, register
 from app.core.settings import Settings
 from app.events import EventStore, RecordedEvent
-from app.events.store import HORIZON
+from app.events.store import HORIZON, like_prefix
 from app.events.tables import events
 from app.projections.runner import checkpoints, lock_key
 from app.projections.streams import StreamProjection, collect_rows, write_streams
@@ -240,20 +240,29 @@ class Rebuilder:
         shadows: Mapping[str, sa.Table],
         total: int,
         progress: Progress | None,
+        *,
+        low: str | None = None,
+        high: str | None = None,
     ) -> tuple[int, int, int]:
+        """Fold the projection's streams (those in [low, high) if given: a worker's range) into
+        `shadows`; returns (events, rows, streams)."""
         done = rows = streams = 0
         pending: list[RecordedEvent] = []  # the events of a stream cut by the batch boundary
 
         def scan(after: tuple[str, int] | None) -> asyncio.Task[list[RecordedEvent]]:
             return asyncio.create_task(
                 self.store.scan_streams(
-                    projection.prefix, after=after, limit=self.batch, metadata=projection.metadata
+                    projection.prefix,
+                    after=after,
+                    limit=self.batch,
+                    metadata=projection.metadata,
+                    before=high,
                 )
             )
 
         # The database reads the next batch and writes the previous one while this process folds
         # the current one.
-        reading = scan(None)
+        reading = scan((low, 0) if low is not None else None)
         writing: asyncio.Task[int] | None = None
         async with _Writer(self.db, shadows) as writer, _cancelling(lambda: (reading, writing)):
             while True:
@@ -312,7 +321,7 @@ class Rebuilder:
         (quantiles of a sample of about 100,000 events)."""
         percent = min(100.0, 100.0 * 100_000 / max(total, 1))
         quantiles = [i / parts for i in range(1, parts)]
-        pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        pattern = like_prefix(prefix)
         async with self.db.read() as conn:
             found = await conn.execute(
                 sa.text(
@@ -477,27 +486,9 @@ async def _build_range(
     services = Services(settings.model_copy(update={"background": False}), SystemClock())
     try:
         projection = services.projections.get(name)
-        shadows = shadow_tables(projection)
-        store = services.store
-        done = rows = streams = 0
-        after = (low, 0) if low is not None else None
-        pending: list[RecordedEvent] = []
+        rebuilder = Rebuilder(services.db, services.store, services.clock, batch=batch)
         with _without_gc():
-            async with _Writer(services.db, shadows) as writer:
-                while True:
-                    found = await store.scan_streams(
-                        projection.prefix, after=after, limit=batch, metadata=projection.metadata, before=high
-                    )
-                    full = len(found) == batch
-                    if full:
-                        after = (found[-1].stream_id, found[-1].stream_version)
-                    complete, pending = _split_last(pending + found) if full else (pending + found, [])
-                    grouped = _group(complete)
-                    rows += await writer.write(collect_rows(projection, grouped))
-                    streams += len(grouped)
-                    done += len(found)
-                    if not full:
-                        return done, rows, streams
+            return await rebuilder._build(projection, shadow_tables(projection), 0, None, low=low, high=high)
     finally:
         await services.db.dispose()
 

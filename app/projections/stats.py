@@ -563,10 +563,11 @@ class Statistics:
             conditions.append(scope)
         # Now, in all or one district: the months before the one of the 31-day edge are 31+
         # throughout, and their open problems are tallied (`_aging_tallied`).
-        district = _district_scope(scope) if as_of is None and group_by is not None else False
-        months, rest = (
-            (None, [cohort]) if district is False else self._months(cohort, month_start(e31, self.tz))
-        )
+        district = _district_scope(scope) if as_of is None else False
+        months: tuple[datetime | None, datetime | None] | None = None
+        rest = [cohort]
+        if district is not False:
+            months, rest = self._months(cohort, month_start(e31, self.tz))
         rows: list[Any] = []
         async with self.db.read() as conn:
             for part in rest:
@@ -579,7 +580,7 @@ class Statistics:
                 )
                 rows += (await conn.execute(counts)).all()
             if months is not None and district is not False:
-                rows += await self._aging_tallied(conn, scope, group_by, cohort, months, district, at)
+                rows += await self._aging_tallied(conn, scope, key, group_by, cohort, months, district, at)
         oldest = await self.items(conditions, (h.submitted_at, h.problem_id), limit, at)
         by_key: dict[str | None, dict[str, Any]] = {}
         for r in rows:
@@ -616,15 +617,16 @@ class Statistics:
         self,
         conn: Any,
         scope: sa.ColumnElement[bool] | None,
+        key: sa.ColumnElement[Any],
         group_by: GroupBy | None,
         cohort: Cohort,
         months: tuple[datetime | None, datetime | None],
         district: str | None,
         at: datetime,
     ) -> list[Any]:
-        """(key, "31+", open, overdue) per group for the problems of whole months older than the
-        31-day edge: their open problems from the tallies, the overdue among them less those
-        whose deadline is still ahead."""
+        """(key, "31+", open, overdue) per group (`key`: its expression on `problem_history`) for
+        the problems of whole months older than the 31-day edge: their open problems from the
+        tallies, the overdue among them less those whose deadline is still ahead."""
         t = problem_tallies.c
         h = problem_history.c
         tally_key = _tally_key(group_by) if group_by else sa.literal(None, sa.String).label("key")
@@ -634,7 +636,6 @@ class Statistics:
             .group_by(tally_key)
         )
         whole = replace(cohort, start=months[0], end=months[1])
-        key = (group_key(group_by) if group_by else sa.literal(None, sa.String)).label("key")
         ahead = sa.select(key, sa.func.count().label("n")).where(
             open_now(), h.deadline >= at, *whole.conditions(), *([scope] if scope is not None else [])
         )
