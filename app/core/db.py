@@ -17,6 +17,7 @@ Tables are SQLAlchemy Core `Table`s registered on the one `metadata` below; no O
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -122,8 +123,21 @@ def _quiet_database_logs() -> None:
             logger.addFilter(_NO_DEBUG)
 
 
+_HOLDING: contextvars.ContextVar[bool] = contextvars.ContextVar("holding_connection", default=False)
+"""True within a block that holds a pooled connection (and in tasks started from one)."""
+
+
 class Database:
-    """The engine and its transactions. One per process."""
+    """The engine and its transactions. One per process.
+
+    Admission: at most `pool_size` blocks hold a connection at once as their *first* one; the
+    rest wait in line (`_gate`) before touching the pool. Without the gate, every request beyond
+    `pool_size` in flight took an overflow connection, which the pool closes when it is returned,
+    so under load connections were opened and closed over and over (asyncpg's handshake, a cold
+    statement cache: bench/RESULTS.md). A block that already holds one (a rebuild's lock holder,
+    a transaction that reads on the side, the tasks it starts) passes the gate and may use the
+    overflow, so nested acquisition cannot deadlock on the gate.
+    """
 
     def __init__(
         self,
@@ -141,6 +155,7 @@ class Database:
         if self.backend not in ("sqlite", "postgresql"):
             raise ValueError(f"unsupported database {self.backend!r}: use sqlite or postgresql")
         self._write_lock = asyncio.Lock()  # SQLite: one writer at a time within this process
+        self._gate = asyncio.Semaphore(pool_size)
         _quiet_database_logs()
         self._compiled: dict[int, _Compiled] = {}
         common: dict[str, Any] = {
@@ -192,6 +207,21 @@ class Database:
     def is_postgres(self) -> bool:
         return self.backend == "postgresql"
 
+    @asynccontextmanager
+    async def _connect(self) -> AsyncIterator[AsyncConnection]:
+        """A pooled connection, through the admission gate unless this block already holds one."""
+        if _HOLDING.get():
+            async with self.engine.connect() as conn:
+                yield conn
+            return
+        async with self._gate:
+            token = _HOLDING.set(True)
+            try:
+                async with self.engine.connect() as conn:
+                    yield conn
+            finally:
+                _HOLDING.reset(token)
+
     def _install_sqlite_hooks(self, synchronous: str) -> None:
         sync_engine = self.engine.sync_engine
 
@@ -219,18 +249,18 @@ class Database:
     async def transaction(self, *, write: bool = True) -> AsyncIterator[AsyncConnection]:
         """A transaction that commits when the block ends without an exception."""
         if self.is_sqlite and write:
-            async with self._write_lock, self.engine.connect() as conn:
+            async with self._write_lock, self._connect() as conn:
                 await conn.execution_options(sqlite_begin="IMMEDIATE")
                 async with conn.begin():
                     yield conn
             return
-        async with self.engine.connect() as conn, conn.begin():
+        async with self._connect() as conn, conn.begin():
             yield conn
 
     @asynccontextmanager
     async def autocommit(self) -> AsyncIterator[AsyncConnection]:
         """A connection where every statement commits on its own (PostgreSQL)."""
-        async with self.engine.connect() as conn:
+        async with self._connect() as conn:
             yield await conn.execution_options(isolation_level="AUTOCOMMIT")
 
     @asynccontextmanager
@@ -238,7 +268,7 @@ class Database:
         """A connection for reading, statement by statement (READ COMMITTED on PostgreSQL; on
         SQLite no BEGIN round trip). Readers that need one snapshot across statements use
         `transaction(write=False)`."""
-        async with self.engine.connect() as conn:
+        async with self._connect() as conn:
             if self.is_sqlite:
                 await conn.execution_options(sqlite_begin="NONE")
             else:  # no BEGIN/ROLLBACK round trips around a read
@@ -269,7 +299,7 @@ class Database:
     @asynccontextmanager
     async def _driver(self) -> AsyncIterator[Any]:
         """The pooled asyncpg connection (autocommit), with driver errors raised as SQLAlchemy's."""
-        async with self.engine.connect() as conn:
+        async with self._connect() as conn:
             fairy = await conn.get_raw_connection()
             adapted: Any = fairy.dbapi_connection
             try:
