@@ -11,6 +11,10 @@ against the same PostgreSQL; the load generator (bench/loadgen.py) shares the ma
 Before and after in one run: `BENCH_BASELINE=<dir>` adds the server `baseline`, Dispatchroom from
 the source tree in <dir> (e.g. `git archive <commit> | tar -x -C <dir>`) with its own database,
 measured in turn with the others.
+
+`split` (in BENCH_HTTP_SERVERS) is Dispatchroom as docs/scaling.md deploys it: the API server with
+`BACKGROUND=false` and a `dispatchroom worker` process beside it doing the background work (the
+sequencer, followers, webhooks), with its own database. Its CPU per request counts both processes.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import asyncio
 import contextlib
 import os
 import sys
+from collections.abc import Iterator
 
 from bench import loadgen
 from bench.common import PIDS, cpu_seconds, free_port, running, scratch_database
@@ -28,6 +33,7 @@ SECONDS = float(os.environ.get("BENCH_SECONDS", "8"))
 LEVELS = [int(c) for c in os.environ.get("BENCH_CLIENTS_LEVELS", "1,8,32").split(",")]
 ADMIN_KEY = "dr_bench_admin_key_" + "x" * 20
 PYTHON = sys.executable
+SIDECARS: dict[str, list[int]] = {}  # server base URL -> pids of its helper processes (CPU counted)
 BIN = os.path.dirname(sys.executable)
 
 
@@ -101,7 +107,7 @@ def uvicorn_command(target: str, port: int) -> list[str]:
 
 
 def server_specs(
-    url: str, dsn: str, baseline_url: str | None = None
+    url: str, dsn: str, baseline_url: str | None = None, split_url: str | None = None
 ) -> dict[str, tuple[list[str], dict[str, str], str, str, dict[str, str]]]:
     """name -> (command, environment, health path, append path, headers) of each server under test."""
     name = dsn.rsplit("/", 1)[1]
@@ -144,18 +150,46 @@ def server_specs(
             "/v1/problems",
             auth,
         )
+    if split_url:
+        specs["split"] = (
+            ours,
+            {**ours_env, "DATABASE_URL": split_url, "BACKGROUND": "false"},
+            "/healthz",
+            "/v1/problems",
+            auth,
+        )
     return specs
+
+
+@contextlib.contextmanager
+def worker_process(url: str) -> Iterator[int]:
+    """A `dispatchroom worker` on `url` (for the `split` server); yields its pid."""
+    import signal
+    import subprocess
+
+    env = {**os.environ, "DATABASE_URL": url, "ADMIN_API_KEY": ADMIN_KEY, **OUR_ENV}
+    proc = subprocess.Popen([os.path.join(BIN, "dispatchroom"), "worker"], env=env, stdout=subprocess.DEVNULL)
+    try:
+        yield proc.pid
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 async def measure_once(
     base: str, path: str, headers: dict[str, str], codes: list[str], clients: int
 ) -> loadgen.Outcome:
     host, port = base.removeprefix("http://").split(":")
-    cpu = cpu_seconds(PIDS[base])
+    pids = [PIDS[base], *SIDECARS.get(base, [])]
+    cpu = sum(map(cpu_seconds, pids))
     outcome = await loadgen.run(
         host, int(port), clients, SECONDS, lambda c, i: ("POST", path, body(codes, c, i), headers)
     )
-    outcome.server_cpu = cpu_seconds(PIDS[base]) - cpu
+    outcome.server_cpu = sum(map(cpu_seconds, pids)) - cpu
     return outcome
 
 
@@ -177,11 +211,15 @@ async def main() -> None:
         if BASELINE:  # the same city in its own database (the same credit codes: a seeded demo)
             baseline_url, _ = await databases.enter_async_context(scratch_database("dr_bench_base"))
             await prepare(baseline_url)
+        split_url = None
+        if "split" in SERVERS:
+            split_url, _ = await databases.enter_async_context(scratch_database("dr_bench_split"))
+            await prepare(split_url)
         print(
             f"# uvicorn workers per server: {WORKERS}; servers {', '.join(SERVERS)} all running, measured "
             f"in turn, {ROUNDS} rounds of {SECONDS:.0f} s per level (after 1 s warm-up each)"
         )
-        specs = server_specs(url, dsn, baseline_url)
+        specs = server_specs(url, dsn, baseline_url, split_url)
         results: dict[str, dict[int, loadgen.Outcome]] = {}
         async with contextlib.AsyncExitStack() as stack:
             bases: dict[str, tuple[str, str, dict[str, str]]] = {}
@@ -190,6 +228,8 @@ async def main() -> None:
                 port = free_port()
                 command = [str(port) if a in ("0", "{port}") else a for a in command]
                 base = await stack.enter_async_context(running(command, env, port, health))
+                if name == "split" and split_url:
+                    SIDECARS[base] = [stack.enter_context(worker_process(split_url))]
                 bases[name] = (base, path, headers)
             for clients in LEVELS:
                 runs: dict[str, list[loadgen.Outcome]] = {name: [] for name in SERVERS}
@@ -202,16 +242,17 @@ async def main() -> None:
                     print(line(name, clients, results[name][clients]), flush=True)
 
         print()
-        for clients in LEVELS:
-            parts = [f"{clients:3d} clients:"]
-            ours = results.get("dispatchroom", {}).get(clients)
-            if ours is None:
-                continue
-            for peer in ("ceiling", "baseline", "eventsourcing"):
-                if peer in results:
-                    parts.append(f"dispatchroom / {peer} {ours.rate / results[peer][clients].rate:5.2f}")
-            parts.append(f"dispatchroom p99 {ours.percentile(0.99):.1f} ms")
-            print("   ".join(parts))
+        for ours_name in ("dispatchroom", "split"):
+            for clients in LEVELS:
+                ours = results.get(ours_name, {}).get(clients)
+                if ours is None:
+                    continue
+                parts = [f"{ours_name:12s} {clients:3d} clients:"]
+                for peer in ("ceiling", "baseline", "eventsourcing"):
+                    if peer in results:
+                        parts.append(f"/ {peer} {ours.rate / results[peer][clients].rate:5.2f}")
+                parts.append(f"p99 {ours.percentile(0.99):.1f} ms")
+                print("   ".join(parts))
 
 
 if __name__ == "__main__":
