@@ -208,6 +208,9 @@ class Services:
         )
         if settings.scheduler_interval_seconds > 0:
             self.workers.append(self.scheduler.run)
+        if settings.prepare_periods_seconds > 0:
+            interval = settings.prepare_periods_seconds
+            self.workers.append(lambda stop: self.rankings.run_preparer(stop, interval))
         self.webhooks = Webhooks(self.db, self.store, self.directory, settings, clock)
         self.workers += webhook_workers(self.webhooks, self.store, self.calendar, settings, clock)
 

@@ -201,6 +201,7 @@ def settings(db_url: str) -> Settings:
         admin_api_key=ADMIN_KEY,  # type: ignore[arg-type]
         sequencer_poll_ms=5,
         scheduler_interval_seconds=0,  # tests run the automatic actions with `scheduler.tick()`
+        prepare_periods_seconds=0,  # and prepare closed periods with `rankings.prepare_closed()`
         db_pool_size=20,
         db_max_overflow=20,
     )

@@ -102,6 +102,14 @@ class Settings(BaseSettings):
         description="Processes that fold a large rebuild in parallel on PostgreSQL, each a range of "
         "streams (0: one per CPU; 1: fold in the rebuilding process).",
     )
+    prepare_periods_seconds: float = Field(
+        600,
+        ge=0,
+        le=86_400,
+        description="Seconds between background passes that compute the closed periods' figures "
+        "(the last ten-day periods, months and quarters, for the city and each district) before "
+        "anyone asks; each is computed once for every process (0: only when asked).",
+    )
     scheduler_interval_seconds: float = Field(
         60,
         ge=0,

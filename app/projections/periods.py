@@ -118,6 +118,21 @@ class Period:
         """The instant the period ends (exclusive): the start of the day after its last."""
         return start_of_day(self.last_day + timedelta(days=1), tz)
 
+    @classmethod
+    def containing(cls, kind: PeriodKind, day: date) -> Period:
+        """The period of `kind` that `day` falls in."""
+        match kind:
+            case PeriodKind.year:
+                return cls(kind, day.year)
+            case PeriodKind.half:
+                return cls(kind, day.year, 1 + (day.month - 1) // 6)
+            case PeriodKind.quarter:
+                return cls(kind, day.year, 1 + (day.month - 1) // 3)
+            case PeriodKind.month:
+                return cls(kind, day.year, day.month)
+            case PeriodKind.dekad:
+                return cls(kind, day.year, day.month, min(3, 1 + (day.day - 1) // 10))
+
     def previous(self) -> Period:
         match self.kind:
             case PeriodKind.year:

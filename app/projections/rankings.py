@@ -13,6 +13,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -20,13 +23,19 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from app.core.security import Caller
+from app.core.security import SYSTEM, Caller, Role
 from app.directory.tables import units
-from app.projections.periods import Period
+from app.projections.periods import Period, PeriodKind
+from app.projections.settled import Settled
 from app.projections.stats import Cohort, Figures, GroupBy, Statistics
-from app.routing.tree import LEAD_KINDS, Tier
+from app.routing.tree import LEAD_KINDS, Tier, UnitKind
 
 WARNING_PERIODS = 3  # red after three periods; the ranking looks back that far
+# The dispatch cadence's periods whose closed figures the background work prepares (SPEC §1:
+# 一旬一调度, 一月一通报, and the quarter's review); halves and years are computed when asked.
+PREPARED_KINDS = (PeriodKind.dekad, PeriodKind.month, PeriodKind.quarter)
+
+log = logging.getLogger(__name__)
 
 
 class Score(StrEnum):
@@ -158,6 +167,44 @@ class Rankings:
         return list(
             await asyncio.gather(*(self.period_figures(scope, p, as_of, present=present) for p in periods))
         )
+
+    async def prepare_closed(self, now: datetime, kinds: Sequence[PeriodKind] = PREPARED_KINDS) -> int:
+        """Compute, if no process has yet, the figures that rankings and bulletins read of the
+        closed periods (the last `WARNING_PERIODS` of each kind in `kinds`, as of their ends), for
+        the whole city and for each district's dispatch room, so that nobody waits for them on a
+        first question (`app.projections.settled`). Returns how many it read."""
+        async with self.stats.db.read() as conn:
+            room = UnitKind.district_dispatch_room.value
+            rooms = sa.select(units.c.district_id).where(units.c.kind == room)
+            districts = sorted((await conn.execute(rooms)).scalars())
+        dispatchers = (Caller(f"prepare-{d}", d, Role.dispatcher, district_id=d) for d in districts)
+        callers = [SYSTEM, *dispatchers]
+        async with self.stats.db.transaction() as conn:
+            await Settled.prune(conn, now)
+        today = self.stats.calendar.business_date(now)
+        count = 0
+        for caller in callers:
+            scope = await self.stats.scope(caller)
+            for kind in kinds:
+                period = Period.containing(kind, today).previous()
+                for _ in range(WARNING_PERIODS):
+                    await self.period_figures(scope, period, now)
+                    period = period.previous()
+                    count += 1
+        return count
+
+    async def run_preparer(self, stop: asyncio.Event, interval: float) -> None:
+        """Background work: `prepare_closed` now and then (each period is computed once, by
+        whichever process gets there first; later passes find it stored)."""
+        while not stop.is_set():
+            try:
+                await self.prepare_closed(self.stats.clock.now())
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("preparing the closed periods' figures failed; retrying later")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
 
     async def unit_info(self, history: list[PeriodFigures]) -> dict[str, UnitInfo]:
         keys = sorted({k for h in history for k in h.by_unit if k is not None})

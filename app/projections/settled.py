@@ -11,19 +11,26 @@ or a bulk load marks every day). A figure as of T computed when the follower sto
 stays true as long as no day up to T's has a mark above P: checking that is one small query, so
 repeated questions about the past (the wall board's rankings, reports) are answered from memory,
 across processes and after any import, without ever being stale.
+
+What one process computes, every process can use: each figure is also stored in
+`settled_figures` (under a digest of the question, with the same position), so another replica or
+a restarted server reads it instead of computing it again, under the same rule. And the closed
+periods the command room asks about most (the last months, ten-day periods and quarters, for the
+city and each district: what the rankings and the bulletins read) are computed by the background
+work as soon as they close (`Rankings.prepare_closed`), not by the first person who asks.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.core.db import metadata, upsert
+from app.core.db import UTCDateTime, metadata, upsert
 from app.events import RecordedEvent
 from app.projections.runner import checkpoints
 
@@ -36,6 +43,17 @@ problem_history_changes = sa.Table(
     sa.Column("day", sa.Date, primary_key=True, comment="UTC day of a batch's earliest business time"),
     sa.Column("position", sa.BigInteger, nullable=False, comment="The last such batch's feed position"),
 )
+
+
+settled_figures = sa.Table(
+    "settled_figures",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True, comment="SHA-256 of the question"),
+    sa.Column("position", sa.BigInteger, nullable=False, comment="The model's position when computed"),
+    sa.Column("value", sa.JSON, nullable=False, comment="The figures, as the statistics store them"),
+    sa.Column("computed_at", UTCDateTime, nullable=False, comment="When (rows are pruned after a while)"),
+)
+KEEP_STORED = timedelta(days=30)  # then a question nobody asked again is dropped (and recomputed if asked)
 
 
 async def mark(conn: AsyncConnection, day: date, position: int) -> None:
@@ -87,6 +105,32 @@ class Settled:
             sa.select(sa.func.max(t.position)).where(t.day <= instant.astimezone(UTC).date())
         )
         return int(found.scalar() or 0)
+
+    @staticmethod
+    async def stored(conn: AsyncConnection, digest: str, changed: int) -> tuple[int, Any] | None:
+        """What some process stored under `digest`, if still true (computed at or after the
+        position `changed`): (position, value)."""
+        t = settled_figures.c
+        row = (await conn.execute(sa.select(t.position, t.value).where(t.key == digest))).one_or_none()
+        if row is None or changed > row.position:
+            return None
+        return int(row.position), row.value
+
+    @staticmethod
+    async def store(conn: AsyncConnection, digest: str, position: int, value: Any, now: datetime) -> None:
+        """Store a figure computed at `position` for every process (a later one is kept)."""
+        t = settled_figures
+        row = {"key": digest, "position": position, "value": value, "computed_at": now}
+        await conn.execute(upsert(conn.dialect.name, t, row, key=["key"], where=t.c.position < position))
+
+    @staticmethod
+    async def prune(conn: AsyncConnection, now: datetime) -> int:
+        """Drop the stored figures that can never be true again (computed before a rewrite of
+        every day) and those computed more than `KEEP_STORED` ago; returns how many."""
+        t, marks = settled_figures.c, problem_history_changes.c
+        rewritten = sa.select(marks.position).where(marks.day == EVERY_DAY).scalar_subquery()
+        stale = (t.position < sa.func.coalesce(rewritten, 0)) | (t.computed_at < now - KEEP_STORED)
+        return int((await conn.execute(sa.delete(settled_figures).where(stale))).rowcount or 0)
 
     def get(self, key: Any, changed: int) -> Any | None:
         entry = self._entries.get(key)

@@ -9,8 +9,10 @@ so the database only compares timestamps. `docs/statistics.md` defines every fig
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import astuple, dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
@@ -322,12 +324,19 @@ class Statistics:
         (`app.projections.settled`)."""
         scope_key = "" if scope is None else str(scope.compile(compile_kwargs={"literal_binds": True}))
         key = (scope_key, group_by, cohort, as_of, window, cutoff)
+        digest = settled_digest(key)
         async with self.db.read() as conn:
-            found = self.settled.get(key, await Settled.changed_since(conn, as_of))
-            position = await Settled.position(conn)
+            changed = await Settled.changed_since(conn, as_of)
+            found = self.settled.get(key, changed)
+            if found is None and (stored := await Settled.stored(conn, digest, changed)) is not None:
+                found = _figures_from_json(stored[1])
+                self.settled.put(key, stored[0], found)
+            position = await Settled.position(conn) if found is None else 0
         if found is None:
             found = await self._from_history(scope, group_by, cohort, as_of, as_of, window, cutoff)
             self.settled.put(key, position, found)
+            async with self.db.transaction() as conn:
+                await Settled.store(conn, digest, position, _figures_json(found), self.clock.now())
         return {k: replace(f) for k, f in found.items()}
 
     async def _from_history(
@@ -761,3 +770,28 @@ def _district_scope(scope: sa.ColumnElement[bool] | None) -> str | Literal[False
     ):
         return str(scope.right.value)
     return False
+
+
+_FIGURE_NAMES = tuple(f.name for f in fields(Figures))
+
+
+def settled_digest(key: tuple[Any, ...]) -> str:
+    """A stable name for a question about the past (`_settled_figures`' key), for every process."""
+    scope_key, group_by, cohort, as_of, window, cutoff = key
+    parts = [
+        scope_key,
+        group_by.value,
+        [None if v is None else v.isoformat() if isinstance(v, datetime) else v for v in astuple(cohort)],
+        as_of.isoformat(),
+        window,
+        cutoff.isoformat(),
+    ]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def _figures_json(found: Mapping[str | None, Figures]) -> list[Any]:
+    return [[k, [getattr(f, n) for n in _FIGURE_NAMES]] for k, f in found.items()]
+
+
+def _figures_from_json(value: list[Any]) -> dict[str | None, Figures]:
+    return {k: Figures(**dict(zip(_FIGURE_NAMES, counts, strict=True))) for k, counts in value}

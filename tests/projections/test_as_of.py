@@ -8,8 +8,11 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from app.main import Services
+from app.projections.history import problem_history
+from app.projections.settled import Settled, settled_figures
 from tests.factories import D1, City, auth, make_key
 from tests.projections.helpers import at, by_key, caught_up, get, submit_at
 
@@ -170,3 +173,81 @@ async def test_figures_of_the_past_are_remembered_until_the_past_changes(
     assert await get(client, "/v1/stats/solve-rates", **params) == again
     assert stats.settled.hits == hits + 4
     assert late
+
+
+async def _stored(services: Services) -> int:
+    async with services.db.read() as conn:
+        return int((await conn.execute(sa.select(sa.func.count()).select_from(settled_figures))).scalar_one())
+
+
+async def test_figures_of_the_past_are_stored_for_every_process(
+    client: httpx.AsyncClient, services: Services, history: dict[str, str]
+) -> None:
+    """What one process computed about the past, another (here: the same service with its memory
+    emptied, as a restarted server or another replica has it) reads from `settled_figures`
+    instead of computing it again, under the same rule; a rebuild makes it stale and the
+    preparer's pruning drops it."""
+    params = {"group_by": "district", "as_of": day(5).isoformat()}
+    first = await get(client, "/v1/stats/solve-rates", **params)
+    assert await _stored(services) == 1
+
+    # Change the temporal model behind the statistics' back (no mark, as no real writer would):
+    # an answer computed now would differ, a stored one cannot.
+    async with services.db.transaction() as conn:
+        await conn.execute(sa.update(problem_history).values(district_id="elsewhere"))
+    services.stats.settled = Settled()
+    assert await get(client, "/v1/stats/solve-rates", **params) == first
+    assert services.stats.settled.hits == 0  # not from this process's memory: from the table
+
+    # Without the stored row, the same question is computed, and sees the tampered model.
+    async with services.db.transaction() as conn:
+        await conn.execute(sa.delete(settled_figures))
+    services.stats.settled = Settled()
+    assert by_key(await get(client, "/v1/stats/solve-rates", **params)).keys() == {"elsewhere"}
+
+    # A rebuild marks every day: the stored row can never be true again, and is pruned.
+    await services.projections.rebuild("problem_history")
+    services.stats.settled = Settled()
+    assert await get(client, "/v1/stats/solve-rates", **params) == first
+    assert await _stored(services) == 1
+    # A rebuild with nothing new changes nothing; after new events it rewrites every day.
+    await services.projections.rebuild("problem_history")
+    async with services.db.transaction() as conn:
+        assert await Settled.prune(conn, services.clock.now()) == 0
+    await at(client, history["p2"], datetime(2026, 11, 16, 0, 30, tzinfo=UTC), "progress", {"note": "已约谈"})
+    await services.projections.rebuild("problem_history")
+    async with services.db.transaction() as conn:
+        assert await Settled.prune(conn, services.clock.now()) == 1
+    assert await _stored(services) == 0
+
+
+async def test_closed_periods_are_prepared_before_anyone_asks(
+    client: httpx.AsyncClient, services: Services, city: City, history: dict[str, str]
+) -> None:
+    """The background pass computes the last closed ten-day periods, months and quarters for the
+    city and each district; a ranking of a closed period then computes nothing, and says what a
+    computation from scratch says."""
+    districts = len(city.rooms)
+    assert await services.rankings.prepare_closed(services.clock.now()) == (1 + districts) * 3 * 3
+    prepared = await _stored(services)
+    assert prepared == (1 + districts) * 3 * 3  # each a question of its own
+    # Again: every figure is found stored, nothing new is computed.
+    assert await services.rankings.prepare_closed(services.clock.now()) == (1 + districts) * 3 * 3
+    assert await _stored(services) == prepared
+
+    # The first ten-day period of November (closed on the 11th; now is the 16th) with its two
+    # predecessors, for the city and for a district's dispatcher: all prepared.
+    dispatcher = await make_key(client, "dispatcher", district_id=D1)
+    services.stats.settled = Settled()
+    city_wide = await get(client, "/v1/stats/rankings", period="2026-11-D1")
+    district = (await client.get("/v1/stats/rankings?period=2026-11-D1", headers=auth(dispatcher))).json()
+    assert await _stored(services) == prepared
+    assert services.stats.settled.hits == 0
+    assert any(g["received"] for g in city_wide["groups"])
+
+    async with services.db.transaction() as conn:
+        await conn.execute(sa.delete(settled_figures))
+    services.stats.settled = Settled()
+    assert await get(client, "/v1/stats/rankings", period="2026-11-D1") == city_wide
+    again = await client.get("/v1/stats/rankings?period=2026-11-D1", headers=auth(dispatcher))
+    assert again.json() == district

@@ -60,9 +60,10 @@ READS = [
     "/v1/stats/aging",
     "/v1/stats/rankings",
 ]
-# Derived or observed, not events: deliveries and attempts; and the marks of which days the
-# temporal model changed at which position (a restore's rebuild marks every day instead).
-OPERATIONAL = {"webhook_deliveries", "webhook_attempts", "problem_history_changes"}
+# Derived or observed, not events: deliveries and attempts; the marks of which days the temporal
+# model changed at which position (a restore's rebuild marks every day instead); and figures of
+# the past stored for reuse (a restore's rebuild makes them stale, and they are computed again).
+OPERATIONAL = {"webhook_deliveries", "webhook_attempts", "problem_history_changes", "settled_figures"}
 
 
 @pytest.fixture
