@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
@@ -289,6 +290,8 @@ def aging(row: Any, now: datetime, calendar: WorkCalendar) -> Aging:
 
 
 def to_api(row: Any, now: datetime, calendar: WorkCalendar, *, tz: Any, redact: bool = False) -> ProblemOut:
+    if isinstance(row, sa.Row):  # plain attributes: a Row resolves each name (~1 µs; ~55 reads here)
+        row = SimpleNamespace(**dict(zip(row._fields, row, strict=True)))
     age = aging(row, now, calendar)
 
     def local(value: datetime | None) -> datetime | None:
