@@ -37,15 +37,22 @@ SIDECARS: dict[str, list[int]] = {}  # server base URL -> pids of its helper pro
 BIN = os.path.dirname(sys.executable)
 
 
-async def prepare(url: str) -> list[str]:
-    """Migrate, load the demo city without problems, return the enterprises' credit codes."""
+async def prepare(url: str, source: str | None = None) -> list[str]:
+    """Migrate (with the code in `source`, if given: the baseline's own migrations), load the
+    demo city without problems, return the enterprises' credit codes."""
     from app.core.clock import SystemClock
     from app.core.settings import Settings
     from app.demo import load_demo
     from app.main import Services
     from app.migrate import upgrade
 
-    await upgrade(url)
+    if source:
+        import subprocess
+
+        env = {**os.environ, "DATABASE_URL": url, "PYTHONPATH": os.path.abspath(source)}
+        subprocess.run([os.path.join(BIN, "dispatchroom"), "migrate"], env=env, check=True, cwd=source)
+    else:
+        await upgrade(url)
     services = Services(Settings(database_url=url, environment="test"), SystemClock())
     await services.bootstrap()
     await load_demo(services.directory, services.problems, now=services.clock.now(), problems_count=0)
@@ -210,7 +217,7 @@ async def main() -> None:
         baseline_url = None
         if BASELINE:  # the same city in its own database (the same credit codes: a seeded demo)
             baseline_url, _ = await databases.enter_async_context(scratch_database("dr_bench_base"))
-            await prepare(baseline_url)
+            await prepare(baseline_url, BASELINE)
         split_url = None
         if "split" in SERVERS:
             split_url, _ = await databases.enter_async_context(scratch_database("dr_bench_split"))
