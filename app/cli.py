@@ -437,7 +437,9 @@ def projections_rebuild(
                 console.print(
                     f"{report.name}: {report.events:,} events, {report.streams:,} streams, "
                     f"{report.rows:,} rows in {report.build_seconds:.1f} s "
-                    f"({report.events_per_second:,.0f} events/s); {report.caught_up} streams caught up; "
+                    f"({report.events_per_second:,.0f} events/s: "
+                    + ", ".join(f"{step} {seconds:.1f} s" for step, seconds in report.phases.items())
+                    + f"); {report.caught_up} streams caught up; "
                     f"swapped in {report.swap_seconds * 1000:.0f} ms"
                     + (f"; follower resumes at {report.checkpoint}" if report.checkpoint is not None else "")
                 )

@@ -31,7 +31,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing import get_context
 from typing import Any
 
@@ -70,6 +70,8 @@ class RebuildReport:
     build_seconds: float
     swap_seconds: float
     checkpoint: int | None  # followers: where the follower resumes
+    # Seconds of the build's steps, in order (they add up to `build_seconds`).
+    phases: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def events_per_second(self) -> float:
@@ -161,6 +163,8 @@ class Rebuilder:
         self, projection: StreamProjection, shadows: Mapping[str, sa.Table], progress: Progress | None
     ) -> RebuildReport:
         started = time.perf_counter()
+        phases: dict[str, float] = {}
+        clock = _Stopwatch(phases)
         async with self.db.transaction() as conn:
             for shadow in shadows.values():
                 await conn.execute(sa.schema.CreateTable(shadow))
@@ -177,6 +181,7 @@ class Rebuilder:
                     .where(events.c.stream_id.startswith(projection.prefix, autoescape=True))
                 )
             ).scalar_one()
+        clock.lap("prepare")
         if (
             self.settings is not None
             and self.processes > 1
@@ -187,11 +192,13 @@ class Rebuilder:
         else:
             with _without_gc():
                 done, rows, streams = await self._build(projection, shadows, total, progress)
+        clock.lap("fold")
         if projection.summary is not None:  # from the fresh rows; the catch-up keeps it
             async with self.db.transaction() as conn:
                 summary = projection.summary
                 source = shadows[projection.tables[0].name]
                 rows += await summary.recompute(conn, source, shadows[summary.table.name])
+            clock.lap("summary")
         if self.db.is_postgres:  # indexes after the bulk load (faster), before the swap (no lock)
             async with self.db.autocommit() as conn:
                 for shadow in shadows.values():
@@ -199,6 +206,7 @@ class Rebuilder:
                         await conn.execute(sa.schema.CreateIndex(index))
                     # VACUUM marks the pages all-visible: index-only scans from the first query.
                     await conn.exec_driver_sql(f"VACUUM (ANALYZE) {shadow.name}")
+            clock.lap("indexes")
         caught_up = 0
         for _ in range(3):  # converge while writers keep going, before taking any lock
             async with self.db.read() as conn:
@@ -210,6 +218,7 @@ class Rebuilder:
             async with self.db.transaction() as conn:
                 await self._refresh(conn, projection, changed, shadows)
             caught_up += len(changed)
+        clock.lap("catch-up")
         build_seconds = time.perf_counter() - started
         swap_started = time.perf_counter()
         checkpoint = None
@@ -230,6 +239,7 @@ class Rebuilder:
             build_seconds=build_seconds,
             swap_seconds=time.perf_counter() - swap_started,
             checkpoint=checkpoint,
+            phases=phases,
         )
 
     # -- building ---------------------------------------------------------------------------
@@ -431,6 +441,19 @@ async def _cancelling(tasks: Callable[[], Iterable[asyncio.Task[Any] | None]]) -
                 with contextlib.suppress(BaseException):
                     await task
         raise
+
+
+class _Stopwatch:
+    """Notes the seconds since the previous lap under a step's name."""
+
+    def __init__(self, into: dict[str, float]) -> None:
+        self.into = into
+        self.last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.into[name] = now - self.last
+        self.last = now
 
 
 @contextlib.contextmanager
