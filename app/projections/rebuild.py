@@ -47,7 +47,7 @@ from app.events import EventStore, RecordedEvent
 from app.events.store import HORIZON, like_prefix
 from app.events.tables import events
 from app.projections.runner import checkpoints, lock_key
-from app.projections.streams import StreamProjection, collect_rows, write_streams
+from app.projections.streams import StreamProjection, Summary, collect_rows, write_streams
 
 register(
     "rebuild_running",
@@ -188,16 +188,16 @@ class Rebuilder:
             and self.db.is_postgres
             and total >= self.parallel_min
         ):
-            done, rows, streams = await self._build_parallel(projection, total, progress)
+            built = await self._build_parallel(projection, total, progress)
         else:
             with _without_gc():
-                done, rows, streams = await self._build(projection, shadows, total, progress)
+                built = await self._build(projection, shadows, total, progress)
+        done, rows, streams = built.events, built.rows, built.streams
         clock.lap("fold")
-        if projection.summary is not None:  # from the fresh rows; the catch-up keeps it
+        if projection.summary is not None:  # summed from the fresh rows; the catch-up keeps it
             async with self.db.transaction() as conn:
                 summary = projection.summary
-                source = shadows[projection.tables[0].name]
-                rows += await summary.recompute(conn, source, shadows[summary.table.name])
+                rows += await summary.fill(conn, shadows[summary.table.name], built.totals)
             clock.lap("summary")
         if self.db.is_postgres:  # indexes after the bulk load (faster), before the swap (no lock)
             async with self.db.autocommit() as conn:
@@ -253,10 +253,12 @@ class Rebuilder:
         *,
         low: str | None = None,
         high: str | None = None,
-    ) -> tuple[int, int, int]:
+    ) -> _Built:
         """Fold the projection's streams (those in [low, high) if given: a worker's range) into
-        `shadows`; returns (events, rows, streams)."""
+        `shadows`, summing the summary's totals of the rows as they go."""
         done = rows = streams = 0
+        summary, source = projection.summary, projection.tables[0].name
+        totals: Any = None
         pending: list[RecordedEvent] = []  # the events of a stream cut by the batch boundary
 
         def scan(after: tuple[str, int] | None) -> asyncio.Task[list[RecordedEvent]]:
@@ -285,6 +287,8 @@ class Rebuilder:
                     break
                 grouped = _group(complete)
                 out = collect_rows(projection, grouped)
+                if summary is not None:
+                    totals = summary.add(totals, out[source])
                 if writing is not None:
                     rows += await writing
                 writing = asyncio.create_task(writer.write(out))
@@ -296,11 +300,11 @@ class Rebuilder:
                     break
             if writing is not None:
                 rows += await writing
-        return done, rows, streams
+        return _Built(done, rows, streams, totals)
 
     async def _build_parallel(
         self, projection: StreamProjection, total: int, progress: Progress | None
-    ) -> tuple[int, int, int]:
+    ) -> _Built:
         """The same build in worker processes, each folding a range of streams (bounds from a
         sample of stream ids) into the same fresh tables: a stream lies in one range, so its
         rows are written once. Progress moves as ranges finish (four per process)."""
@@ -308,7 +312,7 @@ class Rebuilder:
         bounds = await self._bounds(projection.prefix, self.processes * 4, total)
         ranges = list(zip([None, *bounds], [*bounds, None], strict=True))
         loop = asyncio.get_running_loop()
-        done = rows = streams = 0
+        built = _Built(0, 0, 0, None)
         with ProcessPoolExecutor(self.processes, mp_context=get_context("spawn")) as pool:
             parts = [
                 loop.run_in_executor(pool, build_range, self.settings, projection.name, low, high, self.batch)
@@ -316,15 +320,14 @@ class Rebuilder:
             ]
             try:
                 for finished in asyncio.as_completed(parts):
-                    e, r, n = await finished
-                    done, rows, streams = done + e, rows + r, streams + n
+                    built = built.plus(await finished, projection.summary)
                     if progress is not None:
-                        progress(done, max(total, done))
+                        progress(built.events, max(total, built.events))
             except BaseException:
                 for part in parts:
                     part.cancel()
                 raise
-        return done, rows, streams
+        return built
 
     async def _bounds(self, prefix: str, parts: int, total: int) -> list[str]:
         """Stream ids that cut the prefix's streams into about `parts` ranges of equal size
@@ -443,6 +446,23 @@ async def _cancelling(tasks: Callable[[], Iterable[asyncio.Task[Any] | None]]) -
         raise
 
 
+@dataclass(frozen=True)
+class _Built:
+    """What a build (or a worker's range of it) did: events read, rows written, streams, and the
+    summary's totals of those rows (`Summary.add`)."""
+
+    events: int
+    rows: int
+    streams: int
+    totals: Any
+
+    def plus(self, other: _Built, summary: Summary | None) -> _Built:
+        totals = summary.merge(self.totals, other.totals) if summary is not None else None
+        return _Built(
+            self.events + other.events, self.rows + other.rows, self.streams + other.streams, totals
+        )
+
+
 class _Stopwatch:
     """Notes the seconds since the previous lap under a step's name."""
 
@@ -492,17 +512,15 @@ def _key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
-def build_range(
-    settings: Settings, name: str, low: str | None, high: str | None, batch: int
-) -> tuple[int, int, int]:
+def build_range(settings: Settings, name: str, low: str | None, high: str | None, batch: int) -> _Built:
     """A worker process's part of a parallel build: fold the streams in [low, high) of the
-    projection `name` into its fresh tables; returns (events, rows, streams)."""
+    projection `name` into its fresh tables."""
     return asyncio.run(_build_range(settings, name, low, high, batch))
 
 
 async def _build_range(
     settings: Settings, name: str, low: str | None, high: str | None, batch: int
-) -> tuple[int, int, int]:
+) -> _Built:
     from app.core.clock import SystemClock
     from app.main import Services  # the worker's own services: the projection and its store
 

@@ -37,7 +37,7 @@ class ChangeLog(Protocol):
 
 class Summary(Protocol):
     """A table that sums a projection table's rows (not keyed by stream): kept in the same
-    transaction as the rows it sums, recomputed in full by rebuilds (`app.projections.tallies`)."""
+    transaction as the rows it sums, summed anew by rebuilds (`app.projections.tallies`)."""
 
     table: sa.Table
 
@@ -49,8 +49,18 @@ class Summary(Protocol):
     ) -> None:
         """Replace the contributions `before` by those of `new_rows` in `target`."""
 
+    def add(self, totals: Any, rows: Sequence[Mapping[str, Any]]) -> Any:
+        """Add what fresh rows of whole streams contribute to `totals` (None: nothing yet) and
+        return them: a rebuild sums as it writes."""
+
+    def merge(self, totals: Any, other: Any) -> Any:
+        """The sum of two `add` results (ranges of streams built apart)."""
+
+    async def fill(self, conn: AsyncConnection, target: sa.Table, totals: Any) -> int:
+        """Write `totals` into the empty `target`; returns its rows."""
+
     async def recompute(self, conn: AsyncConnection, source: sa.Table, target: sa.Table) -> int:
-        """Fill the empty `target` from all of `source`."""
+        """Fill the empty `target` from all of `source` (after a bulk load that wrote rows directly)."""
 
 
 @dataclass(frozen=True)

@@ -356,7 +356,7 @@ async def test_every_projection_equals_a_replay(
             tuple(r[: len(KEY)]): list(r[len(KEY) :])
             for r in (await conn.execute(sa.select(problem_tallies))).all()
         }
-    assert stored == tally([r for r in intervals if r.valid_to is None], services.calendar.tz)
+    assert stored == tally([r._mapping for r in intervals if r.valid_to is None], services.calendar.tz)
     stats = services.stats
     window = (await services.rules.current()).response_window_days
     cutoff = stats.response_cutoff(T0, window)
