@@ -15,7 +15,7 @@ what exceeds the district goes on to the city command room (市总调度室).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, Protocol
@@ -176,6 +176,20 @@ class Fact:
     occurred_at: datetime
 
 
+class FactLike(Protocol):
+    """What a fold reads of an event: a `Fact`, or a stored event as it is (folds of whole
+    streams need no copy of each event)."""
+
+    @property
+    def type(self) -> str: ...
+
+    @property
+    def data(self) -> dict[str, Any]: ...
+
+    @property
+    def occurred_at(self) -> datetime: ...
+
+
 # -- state -------------------------------------------------------------------------------------
 
 
@@ -274,14 +288,32 @@ class ProblemState:
 
 
 _STATE_FIELDS = frozenset(f.name for f in fields(ProblemState))
+# Every field in declaration order, with its default (None where it has none: `_create` requires those).
+_BLANK = {f.name: None if f.default is MISSING else f.default for f in fields(ProblemState)}
+_REQUIRED = frozenset(f.name for f in fields(ProblemState) if f.default is MISSING)
+
+
+def _check(values: dict[str, Any]) -> None:
+    if not _STATE_FIELDS.issuperset(values):
+        raise TypeError(f"ProblemState has no field {sorted(values.keys() - _STATE_FIELDS)[0]!r}")
+
+
+def _create(**values: Any) -> ProblemState:
+    """`ProblemState(**values)` without running the frozen dataclass's `__init__`, which sets its
+    fifty fields one `object.__setattr__` at a time: every fold starts here (about 10x faster)."""
+    _check(values)
+    if not _REQUIRED.issubset(values):
+        raise TypeError(f"ProblemState needs {sorted(_REQUIRED - values.keys())[0]!r}")
+    new = object.__new__(ProblemState)
+    new.__dict__.update(_BLANK)
+    new.__dict__.update(values)
+    return new
 
 
 def replace(state: ProblemState, **changes: Any) -> ProblemState:
     """`dataclasses.replace` for the state, without running `__init__` over its fifty fields: the
     fold of every command's load and of every rebuild goes through here (about 15x faster)."""
-    unknown = changes.keys() - _STATE_FIELDS
-    if unknown:
-        raise TypeError(f"ProblemState has no field {sorted(unknown)[0]!r}")
+    _check(changes)
     new = object.__new__(ProblemState)
     new.__dict__.update(state.__dict__)
     new.__dict__.update(changes)
@@ -290,9 +322,7 @@ def replace(state: ProblemState, **changes: Any) -> ProblemState:
 
 def _changed(new: ProblemState, **changes: Any) -> ProblemState:
     """`replace` in place, for a state `evolve` has just made and no one else holds yet."""
-    unknown = changes.keys() - _STATE_FIELDS
-    if unknown:
-        raise TypeError(f"ProblemState has no field {sorted(unknown)[0]!r}")
+    _check(changes)
     new.__dict__.update(changes)
     return new
 
@@ -1083,12 +1113,22 @@ def _dt(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
-def initial(problem_id: str, fact: Fact) -> ProblemState:
+# Enum members by value: a dictionary lookup instead of the enum's call machinery (~1 µs), which
+# still answers (and raises) for anything else.
+_TIERS: dict[Any, Tier] = {t.value: t for t in Tier}
+_URGENCIES: dict[Any, Urgency] = {u.value: u for u in Urgency}
+
+
+def _tier(value: Any) -> Tier:
+    return _TIERS.get(value) or Tier(value)
+
+
+def initial(problem_id: str, fact: FactLike) -> ProblemState:
     if fact.type != SUBMITTED:
         raise ValueError(f"a problem stream starts with {SUBMITTED}, not {fact.type}")
     d = fact.data
     at = fact.occurred_at
-    return ProblemState(
+    return _create(
         id=problem_id,
         version=1,
         enterprise_id=d["enterprise_id"],
@@ -1097,12 +1137,12 @@ def initial(problem_id: str, fact: Fact) -> ProblemState:
         category=d["category"],
         title=d["title"],
         description=d["description"],
-        urgency=Urgency(d.get("urgency", "normal")),
+        urgency=_URGENCIES.get(urgency := d.get("urgency", "normal")) or Urgency(urgency),
         source=d.get("source"),
         reported_by=d.get("reported_by"),
         reporter_unit_id=d["reporter_unit_id"],
         submitted_by=d.get("submitted_by"),
-        tier=Tier(d.get("tier", "local")),
+        tier=_tier(d.get("tier", "local")),
         status=Status.assigned,
         room_unit_id=None,
         lead_unit_id=d["lead_unit_id"],
@@ -1119,7 +1159,7 @@ def initial(problem_id: str, fact: Fact) -> ProblemState:
     )
 
 
-def evolve(state: ProblemState, fact: Fact) -> ProblemState:
+def evolve(state: ProblemState, fact: FactLike) -> ProblemState:
     d = fact.data
     at = fact.occurred_at
     s = replace(
@@ -1135,7 +1175,7 @@ def evolve(state: ProblemState, fact: Fact) -> ProblemState:
         case "problem.escalated":
             return _changed(
                 s,
-                tier=Tier(d["to_tier"]),
+                tier=_tier(d["to_tier"]),
                 status=Status.open,
                 room_unit_id=d["room_unit_id"],
                 lead_unit_id=None,
@@ -1234,7 +1274,7 @@ def evolve(state: ProblemState, fact: Fact) -> ProblemState:
                 s,
                 status=Status.resolved,
                 resolved_at=at,
-                solved_tier=Tier(d["tier"]),
+                solved_tier=_tier(d["tier"]),
                 solved_by_unit_id=d.get("unit_id"),
                 resolution=d["resolution"],
                 extension_request=None,
@@ -1287,7 +1327,7 @@ def evolve(state: ProblemState, fact: Fact) -> ProblemState:
             return s
 
 
-def fold(problem_id: str, facts: Iterable[Fact]) -> ProblemState | None:
+def fold(problem_id: str, facts: Iterable[FactLike]) -> ProblemState | None:
     state: ProblemState | None = None
     for fact in facts:
         state = initial(problem_id, fact) if state is None else evolve(state, fact)

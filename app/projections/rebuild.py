@@ -33,6 +33,7 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from multiprocessing import get_context
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -579,15 +580,24 @@ class _Writer:
         return written
 
 
-def _records(rows: Sequence[Mapping[str, Any]], columns: list[str], json_at: list[int]) -> list[list[Any]]:
-    records = [list(map(row.get, columns)) for row in rows]
-    for record in records:
+def _records(
+    rows: Sequence[Mapping[str, Any]], columns: list[str], json_at: list[int]
+) -> list[Sequence[Any]]:
+    """The rows as COPY records: their values of `columns` (each row has every column), those at
+    `json_at` as JSON text."""
+    values = itemgetter(*columns) if len(columns) > 1 else lambda row: (row[columns[0]],)
+    if not json_at:
+        return [values(row) for row in rows]
+    records: list[Sequence[Any]] = []
+    for row in rows:
+        record = list(values(row))
         for i in json_at:
             record[i] = orjson.dumps(record[i]).decode()
+        records.append(record)
     return records
 
 
-def copy_records(table_name: str, rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+def copy_records(table_name: str, rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[Sequence[Any]]]:
     """(columns, records) for asyncpg's COPY of projection rows into a table of `metadata`."""
     table = metadata.tables[table_name]
     json_at = [i for i, c in enumerate(table.columns) if isinstance(c.type, sa.JSON)]
