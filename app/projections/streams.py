@@ -71,7 +71,9 @@ class StreamProjection:
     keys: Mapping[str, str]  # table name → the column holding the stream's key
     rows: RowsFn
     follows: bool = False  # True: a follower with a checkpoint; False: written inline
-    types: tuple[str, ...] | None = None  # event types a follower needs (None: all)
+    # The event types its rows depend on (None: all): a stream's rows are the same computed from
+    # only these. Followers read the feed of these types, rebuilds scan only these.
+    types: tuple[str, ...] | None = None
     metadata: bool = False  # whether `rows` reads the events' metadata
     description: str = ""
     summary: Summary | None = None  # a sum of `tables[0]`'s rows, kept with them
