@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import cache
+from operator import add, sub
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -111,6 +112,13 @@ def first_month_from(instant: datetime, tz: ZoneInfo) -> datetime:
     return start if start == instant else next_month(start, tz)
 
 
+# The counts of RESPONDED by the working days an answer took (none of them: not answered, or later).
+_NOT_RESPONDED = (0,) * len(RESPONDED)
+_RESPONDED_AFTER: dict[Any, tuple[int, ...]] = {
+    d: tuple(int(d == k) for k in range(len(RESPONDED))) for d in range(len(RESPONDED))
+}
+
+
 def contribution(row: Mapping[Any, Any], tz: ZoneInfo) -> tuple[Key, tuple[int, ...]] | None:
     """What one current interval (a row of `SOURCE_COLUMNS` by name) adds to the tallies (None: a
     withdrawn problem). The conditions are `stats.figures_columns`' restated on one row;
@@ -143,7 +151,7 @@ def contribution(row: Mapping[Any, Any], tz: ZoneInfo) -> tuple[Key, tuple[int, 
         int(row["satisfied"] is True),
         int(assigned and answered),
         int(assigned and not answered),
-        *[int(days == d) for d in range(TALLIED_RESPONSE_DAYS + 1)],
+        *_RESPONDED_AFTER.get(days, _NOT_RESPONDED),
         int(active),
         int(active and deadline is not None),
         int(row["returns"] > 0),
@@ -157,6 +165,7 @@ def tally(
     """Sum the contributions of `rows` (current intervals, by column name) into `into`, times
     `sign`."""
     out = into if into is not None else {}
+    combine = add if sign == 1 else sub
     for row in rows:
         found = contribution(row, tz)
         if found is None:
@@ -164,10 +173,9 @@ def tally(
         key, counts = found
         acc = out.get(key)
         if acc is None:
-            out[key] = [sign * c for c in counts]
+            out[key] = list(counts) if sign == 1 else [-c for c in counts]
         else:
-            for i, c in enumerate(counts):
-                acc[i] += sign * c
+            out[key] = list(map(combine, acc, counts))
     return out
 
 
@@ -237,11 +245,7 @@ class Tallies:
             return totals if other is None else other
         for key, counts in other.items():
             acc = totals.get(key)
-            if acc is None:
-                totals[key] = counts
-            else:
-                for i, c in enumerate(counts):
-                    acc[i] += c
+            totals[key] = counts if acc is None else list(map(add, acc, counts))
         return totals
 
     async def fill(self, conn: AsyncConnection, target: sa.Table, totals: dict[Key, list[int]] | None) -> int:
