@@ -434,10 +434,13 @@ def projections_rebuild(
                         progress.update(task, completed=done, total=total)  # type: ignore[arg-type]
 
                     report = await svc.projections.rebuild(chosen, advance)
+                skipped = f" ({report.skipped:,} more of types it does not read)" if report.skipped else ""
                 console.print(
-                    f"{report.name}: {report.events:,} events, {report.streams:,} streams, "
+                    f"{report.name}: {report.events:,} events{skipped}, {report.streams:,} streams, "
                     f"{report.rows:,} rows in {report.build_seconds:.1f} s "
-                    f"({report.events_per_second:,.0f} events/s); {report.caught_up} streams caught up; "
+                    f"({report.events_per_second:,.0f} events/s: "
+                    + ", ".join(f"{step} {seconds:.1f} s" for step, seconds in report.phases.items())
+                    + f"); {report.caught_up} streams caught up; "
                     f"swapped in {report.swap_seconds * 1000:.0f} ms"
                     + (f"; follower resumes at {report.checkpoint}" if report.checkpoint is not None else "")
                 )

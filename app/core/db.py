@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -207,6 +208,11 @@ class Database:
     def is_postgres(self) -> bool:
         return self.backend == "postgresql"
 
+    @property
+    def dsn(self) -> str:
+        """The URL for asyncpg's own connections (PostgreSQL)."""
+        return self.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
     @asynccontextmanager
     async def _connect(self) -> AsyncIterator[AsyncConnection]:
         """A pooled connection, through the admission gate unless this block already holds one."""
@@ -342,6 +348,27 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+# The sessions that finish a bulk load (`dispatchroom seed`, a rebuild): index builds, VACUUMs and
+# numbering sort or scan whole tables, so no statement timeout, and memory to sort in.
+BULK_SETTINGS = {"statement_timeout": "0", "maintenance_work_mem": "256MB", "work_mem": "64MB"}
+
+
+async def run_ddl(dsn: str, statements: Sequence[str], connections: int = 2) -> None:
+    """Run statements in turn on a few connections of their own at once (`BULK_SETTINGS`; one
+    per CPU of a small server keeps both the sorts and the scans busy)."""
+    queue = list(reversed(statements))
+
+    async def builder() -> None:
+        conn = await asyncpg.connect(dsn, server_settings=BULK_SETTINGS)
+        try:
+            while queue:
+                await conn.execute(queue.pop())
+        finally:
+            await conn.close()
+
+    await asyncio.gather(*(builder() for _ in range(min(connections, len(statements)))))
 
 
 def upsert(

@@ -51,7 +51,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from app.core.db import upsert
+from app.core.db import BULK_SETTINGS, run_ddl, upsert
 from app.core.errors import AppError
 from app.core.requestmeta import event_metadata
 from app.core.security import SYSTEM, Caller, Role
@@ -99,8 +99,6 @@ PROBLEM_TABLES = (problem_view, problem_units, history_table)
 BULK_TABLES = (events, event_positions, *PROBLEM_TABLES)
 KEPT_INDEXES = frozenset({"pk_events", "ix_events_tx_id_id"})
 BULK_SEQUENCE_BATCH = 1_000_000  # events per sequencer pass after a load without indexes
-BUILDERS = 2  # connections building indexes (and vacuuming) at once at the end
-FINISH_SETTINGS = {"statement_timeout": "0", "maintenance_work_mem": "256MB", "work_mem": "64MB"}
 CATEGORY_WEIGHTS = {
     "utilities": 18,
     "planning_permit": 14,
@@ -384,8 +382,7 @@ async def seed(
     say = phase or (lambda _: None)
     say("the city: units, routing rules, enterprises")
     await ensure_city(services, enterprises_per_district)
-    url = services.db.url.set(drivername="postgresql")
-    dsn = url.render_as_string(hide_password=False)
+    dsn = services.db.dsn
     city = await load_city(services, dsn, seed_value)
     for runner in services.projections.runners.values():
         await runner.ensure_checkpoint()
@@ -438,7 +435,7 @@ async def finish(services: Services, dsn: str, bulk: bool, say: Callable[[str], 
             await conn.execute(upsert("postgresql", checkpoints, row, key=["name"]))
     say("VACUUM ANALYZE (visibility map and planner statistics)")
     tables = [t.name for p in problem_projections(services.calendar) for t in p.tables]
-    await _run_ddl(dsn, [f"VACUUM (ANALYZE) {table}" for table in ("events", "event_positions", *tables)])
+    await run_ddl(dsn, [f"VACUUM (ANALYZE) {table}" for table in ("events", "event_positions", *tables)])
     say("derived read models (monthly tallies)")
     await finish_derived_read_models(services, dsn)
 
@@ -449,7 +446,7 @@ async def _number(services: Services, bulk: bool) -> None:
     async with services.db.autocommit() as conn:
         if bulk:
             await conn.exec_driver_sql("SET statement_timeout = 0")
-            await conn.exec_driver_sql(f"SET work_mem = '{FINISH_SETTINGS['work_mem']}'")
+            await conn.exec_driver_sql(f"SET work_mem = '{BULK_SETTINGS['work_mem']}'")
         try:
             while await services.store.sequence(BULK_SEQUENCE_BATCH if bulk else SEQUENCE_BATCH, conn=conn):
                 pass
@@ -463,7 +460,7 @@ async def finish_derived_read_models(services: Services, dsn: str) -> None:
     and statistics above) are brought up to date: the summary tables, then their statistics."""
     await services.projections.recompute_summaries()
     summaries = [p.summary.table.name for p in problem_projections(services.calendar) if p.summary]
-    await _run_ddl(dsn, [f"VACUUM (ANALYZE) {table}" for table in summaries])
+    await run_ddl(dsn, [f"VACUUM (ANALYZE) {table}" for table in summaries])
 
 
 # -- indexes of the bulk load -------------------------------------------------------------------
@@ -522,33 +519,16 @@ async def no_problems_yet(services: Services) -> bool:
 async def drop_indexes(dsn: str) -> None:
     existing = await _existing_indexes(dsn)
     drops = [drop for _, name, _, drop in reversed(_deferred()) if name in existing]  # foreign keys first
-    await _run_ddl(dsn, drops, connections=1)
+    await run_ddl(dsn, drops, connections=1)
 
 
-async def build_indexes(
-    dsn: str, tables: Sequence[sa.Table] = BULK_TABLES, connections: int = BUILDERS
-) -> None:
+async def build_indexes(dsn: str, tables: Sequence[sa.Table] = BULK_TABLES, connections: int = 2) -> None:
     """Create whichever of the deferred indexes of `tables` is missing (all of them after a bulk
     load)."""
     existing = await _existing_indexes(dsn)
     names = {t.name for t in tables}
     missing = [create for table, name, create, _ in _deferred() if table in names and name not in existing]
-    await _run_ddl(dsn, missing, connections)
-
-
-async def _run_ddl(dsn: str, statements: Sequence[str], connections: int = BUILDERS) -> None:
-    """Run statements on a few connections at once (no statement timeout: each sorts a table)."""
-    queue = list(reversed(statements))
-
-    async def builder() -> None:
-        conn = await asyncpg.connect(dsn, server_settings=FINISH_SETTINGS)
-        try:
-            while queue:
-                await conn.execute(queue.pop())
-        finally:
-            await conn.close()
-
-    await asyncio.gather(*(builder() for _ in range(min(connections, len(statements)))))
+    await run_ddl(dsn, missing, connections)
 
 
 def default_settings() -> Settings:

@@ -165,7 +165,7 @@ _SCAN_SQL = """
 SELECT stream_id, stream_version, event_id, type, schema_version, data::text, {metadata}, occurred_at,
        recorded_at
 FROM events
-WHERE stream_id >= $1 AND stream_id LIKE $2 AND (stream_id, stream_version) > ($3, $4){before}
+WHERE stream_id >= $1 AND stream_id LIKE $2 AND (stream_id, stream_version) > ($3, $4){before}{types}
 ORDER BY stream_id, stream_version
 LIMIT $5
 """
@@ -551,14 +551,16 @@ class EventStore:
         metadata: bool = True,
         conn: AsyncConnection | None = None,
         before: str | None = None,
+        types: Sequence[str] | None = None,
     ) -> list[RecordedEvent]:
         """Events of the streams whose id starts with `prefix`, in (stream, version) order, after
         the event `after` (stream id, version) and, with `before`, of the streams whose id sorts
         before it: rebuilding read models stream by stream along the unique index (a range of
         streams per worker). A batch may end in the middle of a stream. `metadata=False` leaves
-        the events' metadata empty (read models that do not need it read faster)."""
+        the events' metadata empty, `types` leaves out the events of other types (read models
+        that do not need them read faster)."""
         if self.db.is_postgres:
-            return await self._scan_postgres(prefix, after, limit, metadata, conn, before)
+            return await self._scan_postgres(prefix, after, limit, metadata, conn, before, types)
         c = events.c
         stmt = (
             sa.select(*_SELECT_COLUMNS)
@@ -570,6 +572,8 @@ class EventStore:
             stmt = stmt.where(sa.tuple_(c.stream_id, c.stream_version) > sa.tuple_(*after))
         if before is not None:
             stmt = stmt.where(c.stream_id < before)
+        if types is not None:
+            stmt = stmt.where(c.type.in_(list(types)))
         return [self._from_row(r) for r in await self._rows(stmt, conn)]
 
     async def _scan_postgres(
@@ -580,17 +584,21 @@ class EventStore:
         metadata: bool,
         conn: AsyncConnection | None,
         before: str | None = None,
+        types: Sequence[str] | None = None,
     ) -> list[RecordedEvent]:
         """The same on the driver directly: a rebuild reads every event once, and SQLAlchemy's
         per-row work would cost more than everything else it does with them."""
         pattern = like_prefix(prefix)
+        args: list[Any] = [prefix, pattern, *(after or ("", 0)), limit]
+        if before is not None:
+            args.append(before)
+        if types is not None:
+            args.append(list(types))
         sql = _SCAN_SQL.format(
             metadata="metadata::text" if metadata else "'{}'",
             before="" if before is None else " AND stream_id < $6",
+            types="" if types is None else f" AND type = ANY(${len(args)}::text[])",
         )
-        args: tuple[Any, ...] = (prefix, pattern, *(after or ("", 0)), limit)
-        if before is not None:
-            args += (before,)
         async with contextlib.AsyncExitStack() as stack:
             if conn is None:
                 conn = await stack.enter_async_context(self.db.read())

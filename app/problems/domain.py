@@ -14,8 +14,8 @@ what exceeds the district goes on to the city command room (市总调度室).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, Protocol
@@ -176,6 +176,20 @@ class Fact:
     occurred_at: datetime
 
 
+class FactLike(Protocol):
+    """What a fold reads of an event: a `Fact`, or a stored event as it is (folds of whole
+    streams need no copy of each event)."""
+
+    @property
+    def type(self) -> str: ...
+
+    @property
+    def data(self) -> dict[str, Any]: ...
+
+    @property
+    def occurred_at(self) -> datetime: ...
+
+
 # -- state -------------------------------------------------------------------------------------
 
 
@@ -274,25 +288,34 @@ class ProblemState:
 
 
 _STATE_FIELDS = frozenset(f.name for f in fields(ProblemState))
+# Every field in declaration order, with its default (None where it has none: `_create` requires those).
+_BLANK = {f.name: None if f.default is MISSING else f.default for f in fields(ProblemState)}
+_REQUIRED = frozenset(f.name for f in fields(ProblemState) if f.default is MISSING)
+
+
+def _check(values: dict[str, Any]) -> None:
+    if not _STATE_FIELDS.issuperset(values):
+        raise TypeError(f"ProblemState has no field {sorted(values.keys() - _STATE_FIELDS)[0]!r}")
+
+
+def _create(**values: Any) -> ProblemState:
+    """`ProblemState(**values)` without running the frozen dataclass's `__init__`, which sets its
+    fifty fields one `object.__setattr__` at a time: every fold starts here (about 10x faster)."""
+    _check(values)
+    if not _REQUIRED.issubset(values):
+        raise TypeError(f"ProblemState needs {sorted(_REQUIRED - values.keys())[0]!r}")
+    new = object.__new__(ProblemState)
+    new.__dict__.update(_BLANK)
+    new.__dict__.update(values)
+    return new
 
 
 def replace(state: ProblemState, **changes: Any) -> ProblemState:
     """`dataclasses.replace` for the state, without running `__init__` over its fifty fields: the
     fold of every command's load and of every rebuild goes through here (about 15x faster)."""
-    unknown = changes.keys() - _STATE_FIELDS
-    if unknown:
-        raise TypeError(f"ProblemState has no field {sorted(unknown)[0]!r}")
+    _check(changes)
     new = object.__new__(ProblemState)
     new.__dict__.update(state.__dict__)
-    new.__dict__.update(changes)
-    return new
-
-
-def _changed(new: ProblemState, **changes: Any) -> ProblemState:
-    """`replace` in place, for a state `evolve` has just made and no one else holds yet."""
-    unknown = changes.keys() - _STATE_FIELDS
-    if unknown:
-        raise TypeError(f"ProblemState has no field {sorted(unknown)[0]!r}")
     new.__dict__.update(changes)
     return new
 
@@ -1083,12 +1106,22 @@ def _dt(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
-def initial(problem_id: str, fact: Fact) -> ProblemState:
+# Enum members by value: a dictionary lookup instead of the enum's call machinery (~1 µs), which
+# still answers (and raises) for anything else.
+_TIERS: dict[Any, Tier] = {t.value: t for t in Tier}
+_URGENCIES: dict[Any, Urgency] = {u.value: u for u in Urgency}
+
+
+def _tier(value: Any) -> Tier:
+    return _TIERS.get(value) or Tier(value)
+
+
+def initial(problem_id: str, fact: FactLike) -> ProblemState:
     if fact.type != SUBMITTED:
         raise ValueError(f"a problem stream starts with {SUBMITTED}, not {fact.type}")
     d = fact.data
     at = fact.occurred_at
-    return ProblemState(
+    return _create(
         id=problem_id,
         version=1,
         enterprise_id=d["enterprise_id"],
@@ -1097,12 +1130,12 @@ def initial(problem_id: str, fact: Fact) -> ProblemState:
         category=d["category"],
         title=d["title"],
         description=d["description"],
-        urgency=Urgency(d.get("urgency", "normal")),
+        urgency=_URGENCIES.get(urgency := d.get("urgency", "normal")) or Urgency(urgency),
         source=d.get("source"),
         reported_by=d.get("reported_by"),
         reporter_unit_id=d["reporter_unit_id"],
         submitted_by=d.get("submitted_by"),
-        tier=Tier(d.get("tier", "local")),
+        tier=_tier(d.get("tier", "local")),
         status=Status.assigned,
         room_unit_id=None,
         lead_unit_id=d["lead_unit_id"],
@@ -1119,175 +1152,228 @@ def initial(problem_id: str, fact: Fact) -> ProblemState:
     )
 
 
-def evolve(state: ProblemState, fact: Fact) -> ProblemState:
+def evolve(state: ProblemState, fact: FactLike) -> ProblemState:
     d = fact.data
     at = fact.occurred_at
-    s = replace(
-        state,
-        version=state.version + 1,
-        updated_at=max(at, state.updated_at),
-        last_event=fact.type,
-        status_note=d.get("status_note", state.status_note),
-    )
-    match fact.type:
-        case "problem.accepted":
-            return _changed(s, status=Status.in_progress, accepted_at=at)
-        case "problem.escalated":
-            return _changed(
-                s,
-                tier=Tier(d["to_tier"]),
-                status=Status.open,
-                room_unit_id=d["room_unit_id"],
-                lead_unit_id=None,
-                cooperating_unit_ids=(),
-                deadline=_dt(d["deadline"]),
-                tier_entered_at=at,
-                holder_since=at,
-                accepted_at=None,
-                escalations=s.escalations + 1,
-                extension_request=None,
-                return_request=None,
-                review_on=None,
-                deferred_at=None,
-                deferred_remaining=None,
-                unrouted=d.get("unrouted", False),
-                rule_version=d.get("rule_version", s.rule_version),
-            )
-        case "problem.assigned":
-            return _changed(
-                s,
-                status=Status.assigned,
-                lead_unit_id=d["lead_unit_id"],
-                cooperating_unit_ids=tuple(d["cooperating_unit_ids"]),
-                deadline=_dt(d["deadline"]),
-                holder_since=at,
-                accepted_at=None,
-                extension_request=None,
-                return_request=None,
-                rule_version=d.get("rule_version", s.rule_version),
-                unrouted=False,
-            )
-        case "problem.return_requested":
-            return _changed(
-                s,
-                return_request={
-                    "reason": d["reason"],
-                    "unit_id": d["unit_id"],
-                    "requested_at": at.isoformat(),
-                },
-            )
-        case "problem.returned":
-            return _changed(
-                s,
-                status=Status.open,
-                lead_unit_id=None,
-                cooperating_unit_ids=(),
-                holder_since=at,
-                accepted_at=None,
-                return_request=None,
-                extension_request=None,
-                review_on=None,
-                deferred_at=None,
-                deferred_remaining=None,
-                returns=s.returns + 1,
-                unrouted=d.get("unrouted", False),
-                returned_too_often=s.returned_too_often or d.get("flagged", False),
-            )
-        case "problem.return_refused":
-            return _changed(s, return_request=None)
-        case "problem.progress_reported":
-            return s
-        case "problem.extension_requested":
-            return _changed(
-                s,
-                extension_request={
-                    "requested_deadline": d["requested_deadline"],
-                    "reason": d["reason"],
-                    "requested_at": at.isoformat(),
-                },
-            )
-        case "problem.extension_decided":
-            deadline = _dt(d.get("deadline")) if d["approved"] else s.deadline
-            return _changed(s, extension_request=None, deadline=deadline)
-        case "problem.deferred":
-            return _changed(
-                s,
-                status=Status.deferred,
-                review_on=date.fromisoformat(d["review_on"]),
-                deferred_at=at,
-                deferred_remaining=d["remaining_working_days"],
-                deadline=_dt(d["deadline"]),
-                extension_request=None,
-            )
-        case "problem.resumed":
-            return _changed(
-                s,
-                status=Status.in_progress,
-                review_on=None,
-                deferred_at=None,
-                deferred_remaining=None,
-                deadline=_dt(d["deadline"]),
-                paused_seconds=s.paused_seconds + int(d.get("paused_seconds", 0)),
-            )
-        case "problem.resolved":
-            return _changed(
-                s,
-                status=Status.resolved,
-                resolved_at=at,
-                solved_tier=Tier(d["tier"]),
-                solved_by_unit_id=d.get("unit_id"),
-                resolution=d["resolution"],
-                extension_request=None,
-                return_request=None,
-                review_on=None,
-                deferred_at=None,
-                deferred_remaining=None,
-            )
-        case "problem.feedback_received":
-            return _changed(s, feedback_score=d["score"], satisfied=d["satisfied"])
-        case "problem.reopened":
-            status = Status.in_progress if s.lead_unit_id else Status.open
-            return _changed(
-                s,
-                status=status,
-                resolved_at=None,
-                closed_at=None,
-                solved_tier=None,
-                solved_by_unit_id=None,
-                resolution=None,
-                deadline=_dt(d.get("deadline")),
-                reopens=s.reopens + 1,
-                holder_since=at,
-            )
-        case "problem.supervised":
-            return _changed(s, supervisions=s.supervisions + 1)
-        case "problem.reminded":
-            if d.get("kind") == "review":
-                return _changed(
-                    s, reminders=s.reminders + 1, review_reminded_on=date.fromisoformat(d["review_on"])
-                )
-            return _changed(s, reminders=s.reminders + 1, reminded_for=_dt(d.get("deadline")))
-        case "problem.overdue":
-            return _changed(s, overdue_noted_for=_dt(d.get("deadline")))
-        case "problem.withdrawn":
-            return _changed(
-                s,
-                status=Status.withdrawn,
-                withdrawn_at=at,
-                extension_request=None,
-                return_request=None,
-                review_on=None,
-                deferred_at=None,
-                deferred_remaining=None,
-            )
-        case "problem.closed":
-            return _changed(s, status=Status.closed, closed_at=at)
-        case _:
-            # Unknown types (from a newer version) do not change the state we know about.
-            return s
+    new = object.__new__(ProblemState)
+    values = new.__dict__
+    values.update(state.__dict__)
+    values["version"] = state.version + 1
+    values["updated_at"] = max(at, state.updated_at)
+    values["last_event"] = fact.type
+    values["status_note"] = d.get("status_note", state.status_note)
+    step = _STEPS.get(fact.type)
+    if step is not None:  # unknown types (from a newer version) change nothing else we know about
+        changes = step(state, d, at)
+        _check(changes)
+        values.update(changes)
+    return new
 
 
-def fold(problem_id: str, facts: Iterable[Fact]) -> ProblemState | None:
+# What each type of fact changes besides the version, time, last event and status note: a
+# function of the state before it, the fact's data and its time.
+Step = Callable[[ProblemState, dict[str, Any], datetime], dict[str, Any]]
+_NOTHING: dict[str, Any] = {}
+
+
+def _accepted(s: ProblemState, d: dict[str, Any], at: datetime) -> dict[str, Any]:
+    return {"status": Status.in_progress, "accepted_at": at}
+
+
+def _escalated(s: ProblemState, d: dict[str, Any], at: datetime) -> dict[str, Any]:
+    return {
+        "tier": _tier(d["to_tier"]),
+        "status": Status.open,
+        "room_unit_id": d["room_unit_id"],
+        "lead_unit_id": None,
+        "cooperating_unit_ids": (),
+        "deadline": _dt(d["deadline"]),
+        "tier_entered_at": at,
+        "holder_since": at,
+        "accepted_at": None,
+        "escalations": s.escalations + 1,
+        "extension_request": None,
+        "return_request": None,
+        "review_on": None,
+        "deferred_at": None,
+        "deferred_remaining": None,
+        "unrouted": d.get("unrouted", False),
+        "rule_version": d.get("rule_version", s.rule_version),
+    }
+
+
+def _assigned(s: ProblemState, d: dict[str, Any], at: datetime) -> dict[str, Any]:
+    return {
+        "status": Status.assigned,
+        "lead_unit_id": d["lead_unit_id"],
+        "cooperating_unit_ids": tuple(d["cooperating_unit_ids"]),
+        "deadline": _dt(d["deadline"]),
+        "holder_since": at,
+        "accepted_at": None,
+        "extension_request": None,
+        "return_request": None,
+        "rule_version": d.get("rule_version", s.rule_version),
+        "unrouted": False,
+    }
+
+
+def _return_requested(s: ProblemState, d: dict[str, Any], at: datetime) -> dict[str, Any]:
+    request = {"reason": d["reason"], "unit_id": d["unit_id"], "requested_at": at.isoformat()}
+    return {"return_request": request}
+
+
+def _returned(s: ProblemState, d: dict[str, Any], at: datetime) -> dict[str, Any]:
+    return {
+        "status": Status.open,
+        "lead_unit_id": None,
+        "cooperating_unit_ids": (),
+        "holder_since": at,
+        "accepted_at": None,
+        "return_request": None,
+        "extension_request": None,
+        "review_on": None,
+        "deferred_at": None,
+        "deferred_remaining": None,
+        "returns": s.returns + 1,
+        "unrouted": d.get("unrouted", False),
+        "returned_too_often": s.returned_too_often or d.get("flagged", False),
+    }
+
+
+def _return_refused(s: ProblemState, d: dict[str, Any], at: datetime) -> dict[str, Any]:
+    return {"return_request": None}
+
+
+def _progress_reported(s: ProblemState, d: dict[str, Any], at: datetime) -> dict[str, Any]:
+    return _NOTHING
+
+
+def _extension_requested(s: ProblemState, d: dict[str, Any], at: datetime) -> dict[str, Any]:
+    return {
+        "extension_request": {
+            "requested_deadline": d["requested_deadline"],
+            "reason": d["reason"],
+            "requested_at": at.isoformat(),
+        }
+    }
+
+
+def _extension_decided(s: ProblemState, d: dict[str, Any], at: datetime) -> dict[str, Any]:
+    deadline = _dt(d.get("deadline")) if d["approved"] else s.deadline
+    return {"extension_request": None, "deadline": deadline}
+
+
+def _deferred(s: ProblemState, d: dict[str, Any], at: datetime) -> dict[str, Any]:
+    return {
+        "status": Status.deferred,
+        "review_on": date.fromisoformat(d["review_on"]),
+        "deferred_at": at,
+        "deferred_remaining": d["remaining_working_days"],
+        "deadline": _dt(d["deadline"]),
+        "extension_request": None,
+    }
+
+
+def _resumed(s: ProblemState, d: dict[str, Any], at: datetime) -> dict[str, Any]:
+    return {
+        "status": Status.in_progress,
+        "review_on": None,
+        "deferred_at": None,
+        "deferred_remaining": None,
+        "deadline": _dt(d["deadline"]),
+        "paused_seconds": s.paused_seconds + int(d.get("paused_seconds", 0)),
+    }
+
+
+def _resolved(s: ProblemState, d: dict[str, Any], at: datetime) -> dict[str, Any]:
+    return {
+        "status": Status.resolved,
+        "resolved_at": at,
+        "solved_tier": _tier(d["tier"]),
+        "solved_by_unit_id": d.get("unit_id"),
+        "resolution": d["resolution"],
+        "extension_request": None,
+        "return_request": None,
+        "review_on": None,
+        "deferred_at": None,
+        "deferred_remaining": None,
+    }
+
+
+def _feedback_received(s: ProblemState, d: dict[str, Any], at: datetime) -> dict[str, Any]:
+    return {"feedback_score": d["score"], "satisfied": d["satisfied"]}
+
+
+def _reopened(s: ProblemState, d: dict[str, Any], at: datetime) -> dict[str, Any]:
+    return {
+        "status": Status.in_progress if s.lead_unit_id else Status.open,
+        "resolved_at": None,
+        "closed_at": None,
+        "solved_tier": None,
+        "solved_by_unit_id": None,
+        "resolution": None,
+        "deadline": _dt(d.get("deadline")),
+        "reopens": s.reopens + 1,
+        "holder_since": at,
+    }
+
+
+def _supervised(s: ProblemState, d: dict[str, Any], at: datetime) -> dict[str, Any]:
+    return {"supervisions": s.supervisions + 1}
+
+
+def _reminded(s: ProblemState, d: dict[str, Any], at: datetime) -> dict[str, Any]:
+    if d.get("kind") == "review":
+        return {"reminders": s.reminders + 1, "review_reminded_on": date.fromisoformat(d["review_on"])}
+    return {"reminders": s.reminders + 1, "reminded_for": _dt(d.get("deadline"))}
+
+
+def _overdue(s: ProblemState, d: dict[str, Any], at: datetime) -> dict[str, Any]:
+    return {"overdue_noted_for": _dt(d.get("deadline"))}
+
+
+def _withdrawn(s: ProblemState, d: dict[str, Any], at: datetime) -> dict[str, Any]:
+    return {
+        "status": Status.withdrawn,
+        "withdrawn_at": at,
+        "extension_request": None,
+        "return_request": None,
+        "review_on": None,
+        "deferred_at": None,
+        "deferred_remaining": None,
+    }
+
+
+def _closed(s: ProblemState, d: dict[str, Any], at: datetime) -> dict[str, Any]:
+    return {"status": Status.closed, "closed_at": at}
+
+
+# A dictionary rather than a `match` on the type: one lookup instead of up to twenty comparisons
+# for every fact folded.
+_STEPS: dict[str, Step] = {
+    ACCEPTED: _accepted,
+    ESCALATED: _escalated,
+    ASSIGNED: _assigned,
+    RETURN_REQUESTED: _return_requested,
+    RETURNED: _returned,
+    RETURN_REFUSED: _return_refused,
+    PROGRESS_REPORTED: _progress_reported,
+    EXTENSION_REQUESTED: _extension_requested,
+    EXTENSION_DECIDED: _extension_decided,
+    DEFERRED: _deferred,
+    RESUMED: _resumed,
+    RESOLVED: _resolved,
+    FEEDBACK_RECEIVED: _feedback_received,
+    REOPENED: _reopened,
+    SUPERVISED: _supervised,
+    REMINDED: _reminded,
+    OVERDUE: _overdue,
+    WITHDRAWN: _withdrawn,
+    CLOSED: _closed,
+}
+
+
+def fold(problem_id: str, facts: Iterable[FactLike]) -> ProblemState | None:
     state: ProblemState | None = None
     for fact in facts:
         state = initial(problem_id, fact) if state is None else evolve(state, fact)

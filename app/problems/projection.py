@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from functools import cache, partial
+from operator import itemgetter
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,7 +17,7 @@ from sqlalchemy.dialects import postgresql
 from app.core.db import upsert
 from app.events import RecordedEvent, Write
 from app.problems import domain
-from app.problems.domain import Fact, ProblemState, Status
+from app.problems.domain import FactLike, ProblemState, Status
 from app.projections.history import TRACKED, problem_history
 from app.projections.problem_view import problem_units, problem_view
 from app.projections.settled import ChangeLog
@@ -168,20 +169,34 @@ def view_writes(dialect: str, before: ProblemState | None, after: ProblemState) 
 # -- rebuilding and following ------------------------------------------------------------------
 
 
-def _facts(events: Sequence[RecordedEvent]) -> list[Fact]:
-    return [Fact(e.type, e.data, e.occurred_at) for e in events]
-
-
 def view_stream_rows(stream_id: str, events: Sequence[RecordedEvent]) -> Rows:
     """The problem view row and `problem_units` rows of one stream (what the inline writes add up to)."""
     problem_id = stream_id[len(STREAM_PREFIX) :]
-    state = domain.fold(problem_id, _facts(events))
+    state = domain.fold(problem_id, events)
     if state is None:
         return {}
     units = [{"problem_id": problem_id, "unit_id": u} for u in sorted(state.involved_units)]
     return {problem_view.name: [view_row(state)], problem_units.name: units}
 
 
+# The events a problem's intervals depend on. The others (notes, supervision, reminders, overdue
+# marks, requests awaiting a ruling) change neither a tracked column nor the response clock, nor
+# anything those are computed from, and a stream's business times never go back: its intervals
+# are the same without them (`tests/projections`: test_rebuild, test_properties). Any new type is read.
+HISTORY_TYPES = tuple(
+    t
+    for t in domain.EVENT_DESCRIPTIONS
+    if t
+    not in (
+        domain.PROGRESS_REPORTED,
+        domain.SUPERVISED,
+        domain.REMINDED,
+        domain.OVERDUE,
+        domain.RETURN_REQUESTED,
+        domain.RETURN_REFUSED,
+        domain.EXTENSION_REQUESTED,
+    )
+)
 # Events that start a lead unit's assignment (the response clock), end it, or answer it.
 _ASSIGNING = frozenset({domain.SUBMITTED, domain.ASSIGNED})
 _UNASSIGNING = frozenset({domain.ESCALATED, domain.RETURNED})
@@ -199,28 +214,44 @@ def response_days(assigned_at: datetime, responded_at: datetime, calendar: WorkC
     return days if calendar.is_workday(responded) else days + 1
 
 
-def history_rows(problem_id: str, facts: Sequence[Fact], calendar: WorkCalendar) -> list[dict[str, Any]]:
+_TRACKED_OF = itemgetter(*TRACKED)
+
+
+def history_rows(problem_id: str, facts: Sequence[FactLike], calendar: WorkCalendar) -> list[dict[str, Any]]:
     """The problem's intervals (`problem_history`): the tracked state after the events of each
     instant, a new row whenever it changes."""
     rows: list[dict[str, Any]] = []
     state: ProblemState | None = None
     assigned_at: datetime | None = None
     responded_at: datetime | None = None
-    i = 0
-    while i < len(facts):
+    days: int | None = None  # response_days(assigned_at, responded_at) once both are known
+    tracked: tuple[Any, ...] | None = None  # the last row's values of TRACKED
+    i, n = 0, len(facts)
+    while i < n:
         at = facts[i].occurred_at  # later than every instant before (those events are folded)
-        while i < len(facts) and facts[i].occurred_at <= at:
+        while i < n and facts[i].occurred_at <= at:
             fact = facts[i]
             state = domain.initial(problem_id, fact) if state is None else domain.evolve(state, fact)
             if fact.type in _ASSIGNING:
-                assigned_at, responded_at = at, None
+                assigned_at, responded_at, days = at, None, None
             elif fact.type in _UNASSIGNING:
-                assigned_at, responded_at = None, None
+                assigned_at, responded_at, days = None, None, None
             elif fact.type in _RESPONDING and assigned_at is not None and responded_at is None:
                 responded_at = at
+                days = response_days(assigned_at, responded_at, calendar)
             i += 1
         assert state is not None
-        tracked: dict[str, Any] = {
+        last = rows[-1] if rows else None
+        row = {
+            "problem_id": problem_id,
+            "valid_from": at,
+            "valid_to": None,
+            "submitted_at": state.submitted_at,
+            "district_id": state.district_id,
+            "category": state.category,
+            "source": state.source,
+            "from_tier": last["tier"] if last else None,
+            "from_status": last["status"] if last else None,
             "tier": state.tier.value,
             "status": state.status.value,
             "holder_unit_id": state.holder_unit_id,
@@ -237,37 +268,21 @@ def history_rows(problem_id: str, facts: Sequence[Fact], calendar: WorkCalendar)
             "satisfied": state.satisfied,
             "assigned_at": assigned_at,
             "responded_at": responded_at,
-            "response_days": (
-                response_days(assigned_at, responded_at, calendar)
-                if assigned_at is not None and responded_at is not None
-                else None
-            ),
+            "response_days": days,
         }
-        previous = rows[-1] if rows else None
-        if previous is not None:
-            if all(previous[k] == tracked[k] for k in TRACKED):
-                continue
-            previous["valid_to"] = at
-        rows.append(
-            {
-                "problem_id": problem_id,
-                "valid_from": at,
-                "valid_to": None,
-                "submitted_at": state.submitted_at,
-                "district_id": state.district_id,
-                "category": state.category,
-                "source": state.source,
-                "from_tier": previous["tier"] if previous else None,
-                "from_status": previous["status"] if previous else None,
-                **tracked,
-            }
-        )
+        now = _TRACKED_OF(row)
+        if now == tracked:
+            continue
+        if last is not None:
+            last["valid_to"] = at
+        rows.append(row)
+        tracked = now
     return rows
 
 
 def history_stream_rows(calendar: WorkCalendar, stream_id: str, events: Sequence[RecordedEvent]) -> Rows:
     problem_id = stream_id[len(STREAM_PREFIX) :]
-    return {problem_history.name: history_rows(problem_id, _facts(events), calendar)}
+    return {problem_history.name: history_rows(problem_id, events, calendar)}
 
 
 def problem_projections(calendar: WorkCalendar) -> list[StreamProjection]:
@@ -288,7 +303,7 @@ def problem_projections(calendar: WorkCalendar) -> list[StreamProjection]:
             keys={problem_history.name: "problem_id"},
             rows=partial(history_stream_rows, calendar),
             follows=True,
-            types=tuple(domain.EVENT_DESCRIPTIONS),
+            types=HISTORY_TYPES,
             description="Intervals of each problem's tier, status, holder and deadline (as-of statistics), "
             "and their monthly tallies.",
             summary=Tallies(calendar.tz),

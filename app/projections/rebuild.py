@@ -31,23 +31,27 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from multiprocessing import get_context
+from operator import itemgetter
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.core.clock import Clock
-from app.core.db import Database, metadata, upsert
+from app.core.db import Database, metadata, run_ddl, upsert
 from app.core.errors import AppError, register
 from app.core.settings import Settings
 from app.events import EventStore, RecordedEvent
 from app.events.store import HORIZON, like_prefix
 from app.events.tables import events
 from app.projections.runner import checkpoints, lock_key
-from app.projections.streams import StreamProjection, collect_rows, write_streams
+from app.projections.streams import StreamProjection, Summary, collect_rows, write_streams
 
 register(
     "rebuild_running",
@@ -63,17 +67,23 @@ Progress = Callable[[int, int], None]  # (events done, events in total)
 @dataclass(frozen=True)
 class RebuildReport:
     name: str
-    events: int
+    events: int  # events read and folded
     rows: int
     streams: int
     caught_up: int  # streams re-derived because they changed during the build
     build_seconds: float
     swap_seconds: float
     checkpoint: int | None  # followers: where the follower resumes
+    # Seconds of the build's steps, in order (they add up to `build_seconds`).
+    phases: Mapping[str, float] = field(default_factory=dict)
+    # Events of the projection's streams of types it does not read (`StreamProjection.types`),
+    # left out by the scan: counted when the build started.
+    skipped: int = 0
 
     @property
     def events_per_second(self) -> float:
-        return self.events / self.build_seconds if self.build_seconds > 0 else 0.0
+        """Events of the log rebuilt from (read, or left out by type) per second of the build."""
+        return (self.events + self.skipped) / self.build_seconds if self.build_seconds > 0 else 0.0
 
 
 def shadow_name(name: str) -> str:
@@ -161,6 +171,8 @@ class Rebuilder:
         self, projection: StreamProjection, shadows: Mapping[str, sa.Table], progress: Progress | None
     ) -> RebuildReport:
         started = time.perf_counter()
+        phases: dict[str, float] = {}
+        clock = _Stopwatch(phases)
         async with self.db.transaction() as conn:
             for shadow in shadows.values():
                 await conn.execute(sa.schema.CreateTable(shadow))
@@ -168,37 +180,32 @@ class Rebuilder:
                     for column in shadow.columns:
                         if column.comment:
                             await conn.execute(sa.schema.SetColumnComment(column))
+                    # The key is built with the indexes, after the bulk load (`_index`).
+                    await conn.exec_driver_sql(f"ALTER TABLE {shadow.name} DROP CONSTRAINT pk_{shadow.name}")
         async with self.db.read() as conn:
             marker = await self._marker(conn)
-            total = (
-                await conn.execute(
-                    sa.select(sa.func.count())
-                    .select_from(events)
-                    .where(events.c.stream_id.startswith(projection.prefix, autoescape=True))
-                )
-            ).scalar_one()
+            in_streams, total = await self._count(conn, projection)
+        clock.lap("prepare")
         if (
             self.settings is not None
             and self.processes > 1
             and self.db.is_postgres
             and total >= self.parallel_min
         ):
-            done, rows, streams = await self._build_parallel(projection, total, progress)
+            built = await self._build_parallel(projection, total, progress)
         else:
             with _without_gc():
-                done, rows, streams = await self._build(projection, shadows, total, progress)
-        if projection.summary is not None:  # from the fresh rows; the catch-up keeps it
+                built = await self._build(projection, shadows, total, progress)
+        done, rows, streams = built.events, built.rows, built.streams
+        clock.lap("fold")
+        if projection.summary is not None:  # summed from the fresh rows; the catch-up keeps it
             async with self.db.transaction() as conn:
                 summary = projection.summary
-                source = shadows[projection.tables[0].name]
-                rows += await summary.recompute(conn, source, shadows[summary.table.name])
-        if self.db.is_postgres:  # indexes after the bulk load (faster), before the swap (no lock)
-            async with self.db.autocommit() as conn:
-                for shadow in shadows.values():
-                    for index in shadow.indexes:
-                        await conn.execute(sa.schema.CreateIndex(index))
-                    # VACUUM marks the pages all-visible: index-only scans from the first query.
-                    await conn.exec_driver_sql(f"VACUUM (ANALYZE) {shadow.name}")
+                rows += await summary.fill(conn, shadows[summary.table.name], built.totals)
+            clock.lap("summary")
+        if self.db.is_postgres:
+            await self._index(shadows)
+            clock.lap("indexes")
         caught_up = 0
         for _ in range(3):  # converge while writers keep going, before taking any lock
             async with self.db.read() as conn:
@@ -210,6 +217,7 @@ class Rebuilder:
             async with self.db.transaction() as conn:
                 await self._refresh(conn, projection, changed, shadows)
             caught_up += len(changed)
+        clock.lap("catch-up")
         build_seconds = time.perf_counter() - started
         swap_started = time.perf_counter()
         checkpoint = None
@@ -230,6 +238,8 @@ class Rebuilder:
             build_seconds=build_seconds,
             swap_seconds=time.perf_counter() - swap_started,
             checkpoint=checkpoint,
+            phases=phases,
+            skipped=in_streams - total,
         )
 
     # -- building ---------------------------------------------------------------------------
@@ -243,10 +253,12 @@ class Rebuilder:
         *,
         low: str | None = None,
         high: str | None = None,
-    ) -> tuple[int, int, int]:
+    ) -> _Built:
         """Fold the projection's streams (those in [low, high) if given: a worker's range) into
-        `shadows`; returns (events, rows, streams)."""
+        `shadows`, summing the summary's totals of the rows as they go."""
         done = rows = streams = 0
+        summary, source = projection.summary, projection.tables[0].name
+        totals: Any = None
         pending: list[RecordedEvent] = []  # the events of a stream cut by the batch boundary
 
         def scan(after: tuple[str, int] | None) -> asyncio.Task[list[RecordedEvent]]:
@@ -257,6 +269,7 @@ class Rebuilder:
                     limit=self.batch,
                     metadata=projection.metadata,
                     before=high,
+                    types=projection.types,
                 )
             )
 
@@ -275,6 +288,8 @@ class Rebuilder:
                     break
                 grouped = _group(complete)
                 out = collect_rows(projection, grouped)
+                if summary is not None:
+                    totals = summary.add(totals, out[source])
                 if writing is not None:
                     rows += await writing
                 writing = asyncio.create_task(writer.write(out))
@@ -286,11 +301,38 @@ class Rebuilder:
                     break
             if writing is not None:
                 rows += await writing
-        return done, rows, streams
+        return _Built(done, rows, streams, totals)
+
+    async def _index(self, shadows: Mapping[str, sa.Table]) -> None:
+        """The keys and indexes of the fresh tables (PostgreSQL): built after the bulk load, since
+        sorting the rows once costs the server less than keeping an index through the COPY, two at
+        a time, before the swap (no lock on the live tables). VACUUM then marks the pages
+        all-visible (index-only scans from the first query), ANALYZE gives the planner its figures."""
+        dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+        keys, indexes, constraints, vacuums = [], [], [], []
+        for shadow in shadows.values():
+            name, key = shadow.name, ", ".join(c.name for c in shadow.primary_key.columns)
+            keys.append(f"CREATE UNIQUE INDEX pk_{name} ON {name} ({key})")
+            indexes += [str(sa.schema.CreateIndex(i).compile(dialect=dialect)) for i in shadow.indexes]
+            constraints.append(f"ALTER TABLE {name} ADD PRIMARY KEY USING INDEX pk_{name}")
+            vacuums.append(f"VACUUM (ANALYZE) {name}")
+        await run_ddl(self.db.dsn, keys + indexes)
+        await run_ddl(self.db.dsn, constraints, connections=1)
+        await run_ddl(self.db.dsn, vacuums)
+
+    async def _count(self, conn: AsyncConnection, projection: StreamProjection) -> tuple[int, int]:
+        """(events of the projection's streams, those of the types it reads)."""
+        c = events.c
+        read: sa.ColumnElement[int] = sa.func.count()
+        if projection.types is not None:
+            read = sa.func.count().filter(c.type.in_(projection.types))
+        ours = c.stream_id.startswith(projection.prefix, autoescape=True)
+        in_streams, of_types = (await conn.execute(sa.select(sa.func.count(), read).where(ours))).one()
+        return int(in_streams), int(of_types)
 
     async def _build_parallel(
         self, projection: StreamProjection, total: int, progress: Progress | None
-    ) -> tuple[int, int, int]:
+    ) -> _Built:
         """The same build in worker processes, each folding a range of streams (bounds from a
         sample of stream ids) into the same fresh tables: a stream lies in one range, so its
         rows are written once. Progress moves as ranges finish (four per process)."""
@@ -298,7 +340,7 @@ class Rebuilder:
         bounds = await self._bounds(projection.prefix, self.processes * 4, total)
         ranges = list(zip([None, *bounds], [*bounds, None], strict=True))
         loop = asyncio.get_running_loop()
-        done = rows = streams = 0
+        built = _Built(0, 0, 0, None)
         with ProcessPoolExecutor(self.processes, mp_context=get_context("spawn")) as pool:
             parts = [
                 loop.run_in_executor(pool, build_range, self.settings, projection.name, low, high, self.batch)
@@ -306,15 +348,14 @@ class Rebuilder:
             ]
             try:
                 for finished in asyncio.as_completed(parts):
-                    e, r, n = await finished
-                    done, rows, streams = done + e, rows + r, streams + n
+                    built = built.plus(await finished, projection.summary)
                     if progress is not None:
-                        progress(done, max(total, done))
+                        progress(built.events, max(total, built.events))
             except BaseException:
                 for part in parts:
                     part.cancel()
                 raise
-        return done, rows, streams
+        return built
 
     async def _bounds(self, prefix: str, parts: int, total: int) -> list[str]:
         """Stream ids that cut the prefix's streams into about `parts` ranges of equal size
@@ -433,6 +474,36 @@ async def _cancelling(tasks: Callable[[], Iterable[asyncio.Task[Any] | None]]) -
         raise
 
 
+@dataclass(frozen=True)
+class _Built:
+    """What a build (or a worker's range of it) did: events read, rows written, streams, and the
+    summary's totals of those rows (`Summary.add`)."""
+
+    events: int
+    rows: int
+    streams: int
+    totals: Any
+
+    def plus(self, other: _Built, summary: Summary | None) -> _Built:
+        totals = summary.merge(self.totals, other.totals) if summary is not None else None
+        return _Built(
+            self.events + other.events, self.rows + other.rows, self.streams + other.streams, totals
+        )
+
+
+class _Stopwatch:
+    """Notes the seconds since the previous lap under a step's name."""
+
+    def __init__(self, into: dict[str, float]) -> None:
+        self.into = into
+        self.last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.into[name] = now - self.last
+        self.last = now
+
+
 @contextlib.contextmanager
 def _without_gc() -> Iterator[None]:
     """The bulk build allocates millions of short-lived objects that reference counting frees;
@@ -469,17 +540,15 @@ def _key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
-def build_range(
-    settings: Settings, name: str, low: str | None, high: str | None, batch: int
-) -> tuple[int, int, int]:
+def build_range(settings: Settings, name: str, low: str | None, high: str | None, batch: int) -> _Built:
     """A worker process's part of a parallel build: fold the streams in [low, high) of the
-    projection `name` into its fresh tables; returns (events, rows, streams)."""
+    projection `name` into its fresh tables."""
     return asyncio.run(_build_range(settings, name, low, high, batch))
 
 
 async def _build_range(
     settings: Settings, name: str, low: str | None, high: str | None, batch: int
-) -> tuple[int, int, int]:
+) -> _Built:
     from app.core.clock import SystemClock
     from app.main import Services  # the worker's own services: the projection and its store
 
@@ -513,6 +582,16 @@ class _Writer:
         if self.db.is_postgres:
             conn = await self._stack.enter_async_context(self.db.autocommit())
             self._raw = (await conn.get_raw_connection()).driver_connection
+            # Timestamps as microseconds (asyncpg's own encoder takes ~2 µs a value, most of the
+            # COPY's cost); the connection leaves the pool afterwards, codec and all.
+            self._stack.push_async_callback(conn.invalidate)
+            await self._raw.set_type_codec(
+                "timestamptz",
+                schema="pg_catalog",
+                encoder=_pg_timestamptz,
+                decoder=_from_pg_timestamptz,
+                format="tuple",
+            )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -538,15 +617,38 @@ class _Writer:
         return written
 
 
-def _records(rows: Sequence[Mapping[str, Any]], columns: list[str], json_at: list[int]) -> list[list[Any]]:
-    records = [list(map(row.get, columns)) for row in rows]
-    for record in records:
+_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+@lru_cache(maxsize=1 << 16)  # rows repeat their instants (a stream's submission, deadline, bounds)
+def _pg_timestamptz(value: datetime) -> tuple[int]:
+    """A timestamptz in PostgreSQL's binary form: microseconds since 2000-01-01 UTC."""
+    return ((value - _PG_EPOCH) // _MICROSECOND,)
+
+
+def _from_pg_timestamptz(value: tuple[int]) -> datetime:
+    return _PG_EPOCH + timedelta(microseconds=value[0])
+
+
+def _records(
+    rows: Sequence[Mapping[str, Any]], columns: list[str], json_at: list[int]
+) -> list[Sequence[Any]]:
+    """The rows as COPY records: their values of `columns` (each row has every column), those at
+    `json_at` as JSON text."""
+    values = itemgetter(*columns) if len(columns) > 1 else lambda row: (row[columns[0]],)
+    if not json_at:
+        return [values(row) for row in rows]
+    records: list[Sequence[Any]] = []
+    for row in rows:
+        record = list(values(row))
         for i in json_at:
             record[i] = orjson.dumps(record[i]).decode()
+        records.append(record)
     return records
 
 
-def copy_records(table_name: str, rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+def copy_records(table_name: str, rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[Sequence[Any]]]:
     """(columns, records) for asyncpg's COPY of projection rows into a table of `metadata`."""
     table = metadata.tables[table_name]
     json_at = [i for i, c in enumerate(table.columns) if isinstance(c.type, sa.JSON)]

@@ -37,7 +37,7 @@ class ChangeLog(Protocol):
 
 class Summary(Protocol):
     """A table that sums a projection table's rows (not keyed by stream): kept in the same
-    transaction as the rows it sums, recomputed in full by rebuilds (`app.projections.tallies`)."""
+    transaction as the rows it sums, summed anew by rebuilds (`app.projections.tallies`)."""
 
     table: sa.Table
 
@@ -49,8 +49,18 @@ class Summary(Protocol):
     ) -> None:
         """Replace the contributions `before` by those of `new_rows` in `target`."""
 
+    def add(self, totals: Any, rows: Sequence[Mapping[str, Any]]) -> Any:
+        """Add what fresh rows of whole streams contribute to `totals` (None: nothing yet) and
+        return them: a rebuild sums as it writes."""
+
+    def merge(self, totals: Any, other: Any) -> Any:
+        """The sum of two `add` results (ranges of streams built apart)."""
+
+    async def fill(self, conn: AsyncConnection, target: sa.Table, totals: Any) -> int:
+        """Write `totals` into the empty `target`; returns its rows."""
+
     async def recompute(self, conn: AsyncConnection, source: sa.Table, target: sa.Table) -> int:
-        """Fill the empty `target` from all of `source`."""
+        """Fill the empty `target` from all of `source` (after a bulk load that wrote rows directly)."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +71,9 @@ class StreamProjection:
     keys: Mapping[str, str]  # table name → the column holding the stream's key
     rows: RowsFn
     follows: bool = False  # True: a follower with a checkpoint; False: written inline
-    types: tuple[str, ...] | None = None  # event types a follower needs (None: all)
+    # The event types its rows depend on (None: all): a stream's rows are the same computed from
+    # only these. Followers read the feed of these types, rebuilds scan only these.
+    types: tuple[str, ...] | None = None
     metadata: bool = False  # whether `rows` reads the events' metadata
     description: str = ""
     summary: Summary | None = None  # a sum of `tables[0]`'s rows, kept with them

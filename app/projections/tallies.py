@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from functools import cache
+from operator import add, sub
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -90,7 +92,12 @@ Key = tuple[datetime, str, str, str, str, bool]
 def month_start(instant: datetime, tz: ZoneInfo) -> datetime:
     """The start of the city-time month `instant` falls in, in UTC."""
     local = instant.astimezone(tz)
-    return datetime(local.year, local.month, 1, tzinfo=tz).astimezone(UTC)
+    return _month_start(local.year, local.month, tz)
+
+
+@cache
+def _month_start(year: int, month: int, tz: ZoneInfo) -> datetime:
+    return datetime(year, month, 1, tzinfo=tz).astimezone(UTC)
 
 
 def next_month(start: datetime, tz: ZoneInfo) -> datetime:
@@ -105,49 +112,60 @@ def first_month_from(instant: datetime, tz: ZoneInfo) -> datetime:
     return start if start == instant else next_month(start, tz)
 
 
-def contribution(row: Any, tz: ZoneInfo) -> tuple[Key, tuple[int, ...]] | None:
-    """What one current interval adds to the tallies (None: a withdrawn problem). The conditions
-    are `stats.figures_columns`' restated on one row; `tests/projections` checks they agree."""
-    if row.status == "withdrawn":
+# The counts of RESPONDED by the working days an answer took (none of them: not answered, or later).
+_NOT_RESPONDED = (0,) * len(RESPONDED)
+_RESPONDED_AFTER: dict[Any, tuple[int, ...]] = {
+    d: tuple(int(d == k) for k in range(len(RESPONDED))) for d in range(len(RESPONDED))
+}
+
+
+def contribution(row: Mapping[Any, Any], tz: ZoneInfo) -> tuple[Key, tuple[int, ...]] | None:
+    """What one current interval (a row of `SOURCE_COLUMNS` by name) adds to the tallies (None: a
+    withdrawn problem). The conditions are `stats.figures_columns`' restated on one row;
+    `tests/projections` checks they agree."""
+    status = row["status"]
+    if status == "withdrawn":
         return None
-    solved = row.status in SOLVED_STATUSES
+    solved = status in SOLVED_STATUSES
+    solved_tier, deadline = row["solved_tier"], row["deadline"]
     key = (
-        month_start(row.submitted_at, tz),
-        row.district_id,
-        row.category,
-        (row.solved_tier if solved else row.tier) or "",
-        (row.solved_by_unit_id if solved else row.holder_unit_id) or "",
-        row.cooperators > 0,
+        month_start(row["submitted_at"], tz),
+        row["district_id"],
+        row["category"],
+        (solved_tier if solved else row["tier"]) or "",
+        (row["solved_by_unit_id"] if solved else row["holder_unit_id"]) or "",
+        row["cooperators"] > 0,
     )
-    on_time = solved and (
-        row.deadline is None or (row.resolved_at is not None and row.resolved_at <= row.deadline)
-    )
-    answered = row.responded_at is not None
-    assigned = row.assigned_at is not None
-    active = row.status in ACTIVE_STATUSES
-    days = row.response_days if answered else None
+    resolved_at = row["resolved_at"]
+    on_time = solved and (deadline is None or (resolved_at is not None and resolved_at <= deadline))
+    answered = row["responded_at"] is not None
+    assigned = row["assigned_at"] is not None
+    active = status in ACTIVE_STATUSES
+    days = row["response_days"] if answered else None
     counts = (
         1,
         int(solved),
-        int(solved and row.solved_tier == "local" and row.escalations == 0),
+        int(solved and solved_tier == "local" and row["escalations"] == 0),
         int(on_time),
-        int(row.feedback_score is not None),
-        int(row.satisfied is True),
+        int(row["feedback_score"] is not None),
+        int(row["satisfied"] is True),
         int(assigned and answered),
         int(assigned and not answered),
-        *(int(days == d) for d in range(TALLIED_RESPONSE_DAYS + 1)),
+        *_RESPONDED_AFTER.get(days, _NOT_RESPONDED),
         int(active),
-        int(active and row.deadline is not None),
-        int(row.returns > 0),
+        int(active and deadline is not None),
+        int(row["returns"] > 0),
     )
     return key, counts
 
 
 def tally(
-    rows: Iterable[Any], tz: ZoneInfo, sign: int = 1, into: dict[Key, list[int]] | None = None
+    rows: Iterable[Mapping[Any, Any]], tz: ZoneInfo, sign: int = 1, into: dict[Key, list[int]] | None = None
 ) -> dict[Key, list[int]]:
-    """Sum the contributions of `rows` (current intervals) into `into`, times `sign`."""
+    """Sum the contributions of `rows` (current intervals, by column name) into `into`, times
+    `sign`."""
     out = into if into is not None else {}
+    combine = add if sign == 1 else sub
     for row in rows:
         found = contribution(row, tz)
         if found is None:
@@ -155,23 +173,10 @@ def tally(
         key, counts = found
         acc = out.get(key)
         if acc is None:
-            out[key] = [sign * c for c in counts]
+            out[key] = list(counts) if sign == 1 else [-c for c in counts]
         else:
-            for i, c in enumerate(counts):
-                acc[i] += sign * c
+            out[key] = list(map(combine, acc, counts))
     return out
-
-
-class _Attrs:
-    """A row dict read by attribute (what `contribution` expects of a result row)."""
-
-    __slots__ = ("_row",)
-
-    def __init__(self, row: Mapping[str, Any]) -> None:
-        self._row = row
-
-    def __getattr__(self, name: str) -> Any:
-        return self._row[name]
 
 
 class Tallies:
@@ -194,7 +199,7 @@ class Tallies:
                     source.c.valid_to.is_(None), source.c.problem_id.in_(keys[i : i + 500])
                 )
             )
-            tally(rows, self.tz, -1, out)
+            tally(rows.mappings(), self.tz, -1, out)
         return out
 
     async def apply(
@@ -207,7 +212,7 @@ class Tallies:
         """Add the new rows' current intervals to `before` (what `read` took away) and write the
         difference."""
         delta = before if before is not None else {}
-        tally((_Attrs(r) for r in new_rows if r["valid_to"] is None), self.tz, 1, delta)
+        tally((r for r in new_rows if r["valid_to"] is None), self.tz, 1, delta)
         changed = [(k, v) for k, v in delta.items() if any(v)]
         if not changed:
             return
@@ -226,18 +231,39 @@ class Tallies:
                 [{f"k_{c}": p[c] for c in KEY} for p in gone],
             )
 
+    def add(
+        self, totals: dict[Key, list[int]] | None, rows: Sequence[Mapping[str, Any]]
+    ) -> dict[Key, list[int]]:
+        """Add the contributions of fresh rows (whole streams) to `totals` (None: none yet)."""
+        return tally((r for r in rows if r["valid_to"] is None), self.tz, 1, totals)
+
+    def merge(
+        self, totals: dict[Key, list[int]] | None, other: dict[Key, list[int]] | None
+    ) -> dict[Key, list[int]] | None:
+        """The sum of two `add` results (ranges of streams built apart)."""
+        if totals is None or other is None:
+            return totals if other is None else other
+        for key, counts in other.items():
+            acc = totals.get(key)
+            totals[key] = counts if acc is None else list(map(add, acc, counts))
+        return totals
+
+    async def fill(self, conn: AsyncConnection, target: sa.Table, totals: dict[Key, list[int]] | None) -> int:
+        """Write `totals` into the empty `target`; returns its rows."""
+        rows = [_params(k, v) for k, v in (totals or {}).items()]
+        for i in range(0, len(rows), 5_000):
+            await conn.execute(sa.insert(target), rows[i : i + 5_000])
+        return len(rows)
+
     async def recompute(self, conn: AsyncConnection, source: sa.Table, target: sa.Table) -> int:
         """Fill `target` (empty) from every current interval of `source`; returns its rows."""
         result = await conn.stream(
             sa.select(*[source.c[c] for c in SOURCE_COLUMNS]).where(source.c.valid_to.is_(None)),
         )
         totals: dict[Key, list[int]] = {}
-        async for partition in result.partitions(10_000):
+        async for partition in result.mappings().partitions(10_000):
             tally(partition, self.tz, 1, totals)
-        rows = [_params(k, v) for k, v in totals.items()]
-        for i in range(0, len(rows), 5_000):
-            await conn.execute(sa.insert(target), rows[i : i + 5_000])
-        return len(rows)
+        return await self.fill(conn, target, totals)
 
 
 def _params(key: Key, counts: Sequence[int]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ schema afterwards, and the service keeps answering (and writing) while it runs."
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from app.core.clock import ManualClock
 from app.core.db import Database
 from app.events import NewEvent
 from app.main import Services
+from app.problems.domain import EVENT_DESCRIPTIONS
+from app.problems.projection import HISTORY_TYPES, history_rows
 from app.projections.history import problem_history
 from app.projections.problem_view import problem_units, problem_view
 from app.projections.rebuild import Rebuilder
@@ -100,7 +103,7 @@ async def test_a_rebuild_is_byte_identical_and_keeps_the_schema(
     events = sum(row[version] for row in before["problem_view"])
     for name in ("problem_view", "problem_history"):
         report = await services.projections.rebuild(name)
-        assert (report.events, report.streams, report.caught_up) == (events, 5, 0)
+        assert (report.events + report.skipped, report.streams, report.caught_up) == (events, 5, 0)
     assert await dump(services.db) == before
     diff, _ = await _inspect(db_url)
     assert diff == []
@@ -116,6 +119,49 @@ async def test_a_rebuild_is_byte_identical_and_keeps_the_schema(
         len(after["problem_view"]) == 6
         and len(after["problem_history"]) == len(before["problem_history"]) + 2
     )
+
+
+async def test_the_temporal_model_is_rebuilt_from_the_types_it_reads(
+    client: httpx.AsyncClient, services: Services, city: City, clock: ManualClock
+) -> None:
+    """A rebuild of `problem_history` scans only `HISTORY_TYPES`: notes, supervision, reminders,
+    overdue marks and requests awaiting a ruling change no interval, whenever they happen (between
+    other events, at the instant of one, last)."""
+    await varied_history(client, city)
+    fg = city.function_groups[D1][0]
+    t = datetime(2026, 11, 3, 1, 0, tzinfo=UTC)
+    p = await submit_at(client, city.enterprise(index=1), t)
+    await at(client, p, t, "progress", {"note": "同时"})
+    await at(client, p, t + timedelta(hours=1), "escalate", {"reason": "上交"})
+    await at(client, p, t + timedelta(hours=2), "assign", {"lead_unit_id": fg})
+    await at(client, p, t + timedelta(hours=3), "return", {"reason": "不属本组"})
+    await at(client, p, t + timedelta(hours=4), "decide-return", {"accept": False})
+    extension = {"deadline": "2026-11-30", "reason": "等待审批"}
+    await at(client, p, t + timedelta(hours=5), "request-extension", extension)
+    await at(client, p, t + timedelta(hours=5), "supervise", {"note": "请加快"})
+    await at(client, p, t + timedelta(hours=6), "accept")
+    await at(client, p, t + timedelta(hours=7), "supervise", {"note": "再催"})
+    live = (await submit(client, city.enterprise(index=2)))["id"]
+    await command(client, live, "escalate", {"reason": "上交"})
+    await command(client, live, "assign", {"lead_unit_id": fg, "deadline": "2026-11-23"})
+    for day in (20, 24):  # a reminder before the deadline, then the overdue mark
+        clock.set(datetime(2026, 11, day, 1, 0, tzinfo=UTC))
+        await services.scheduler.tick()
+    await caught_up(services)
+    before = await dump(services.db)
+    ids = [f"problem-{row[0]}" for row in before["problem_view"]]
+    streams = await services.store.read_streams(ids)
+    left_out: Counter[str] = Counter()
+    for stream_id, stream in streams.items():
+        pid = stream_id.removeprefix("problem-")
+        read = [e for e in stream if e.type in HISTORY_TYPES]
+        left_out.update(e.type for e in stream if e.type not in HISTORY_TYPES)
+        assert history_rows(pid, read, services.calendar) == history_rows(pid, stream, services.calendar)
+    assert set(left_out) == set(EVENT_DESCRIPTIONS) - set(HISTORY_TYPES)  # each of them happened
+    report = await services.projections.rebuild("problem_history")
+    assert report.skipped == sum(left_out.values())
+    assert report.events + report.skipped == sum(len(stream) for stream in streams.values())
+    assert await dump(services.db) == before
 
 
 async def test_the_service_keeps_answering_during_a_rebuild(
