@@ -173,6 +173,24 @@ problem_history = sa.Table(
         sqlite_where=sa.text("valid_to IS NULL"),
         postgresql_include=["category", "source", *TRACKED],
     ),
+    # As of a past instant T, the intervals in force then are the current ones less those begun
+    # after T, plus those in force at T that have ended since (`begun_after`, `ended_across`):
+    # two ranges at the recent end of these indexes, however many problems there are
+    # (`Statistics._as_of`). Each carries what a figure, a group, a cohort and a scope read.
+    sa.Index(
+        "ix_problem_history_begun",
+        "valid_from",
+        postgresql_where=sa.text("valid_to IS NULL"),
+        sqlite_where=sa.text("valid_to IS NULL"),
+        postgresql_include=["submitted_at", "district_id", "category", "source", *TRACKED],
+    ),
+    sa.Index(
+        "ix_problem_history_ended",
+        "valid_to",
+        postgresql_where=sa.text("valid_to IS NOT NULL"),
+        sqlite_where=sa.text("valid_to IS NOT NULL"),
+        postgresql_include=["valid_from", "submitted_at", "district_id", "category", "source", *TRACKED],
+    ),
 )
 
 
@@ -207,6 +225,19 @@ def valid_at(instant: datetime | None, table: sa.Table = problem_history) -> sa.
     if instant is None:
         return h.valid_to.is_(None)
     return sa.and_(h.valid_from <= instant, sa.or_(h.valid_to.is_(None), h.valid_to > instant))
+
+
+def begun_after(instant: datetime) -> sa.ColumnElement[bool]:
+    """The current intervals that began after `instant`: the problems received or changed since."""
+    h = problem_history.c
+    return sa.and_(h.valid_to.is_(None), h.valid_from > instant)
+
+
+def ended_across(instant: datetime) -> sa.ColumnElement[bool]:
+    """The intervals in force at `instant` that have ended since. With the current intervals not
+    `begun_after` it, they are `valid_at(instant)`."""
+    h = problem_history.c
+    return sa.and_(h.valid_to > instant, h.valid_from <= instant)
 
 
 _SCOPE_COLUMNS = {"id": "problem_id", "district_id": "district_id", "source": "source"}

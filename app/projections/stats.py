@@ -9,6 +9,7 @@ so the database only compares timestamps. `docs/statistics.md` defines every fig
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -33,6 +34,8 @@ from app.directory.tables import categories, units
 from app.projections import params  # noqa: F401  (registers as_of_in_future)
 from app.projections.history import (
     answered_now,
+    begun_after,
+    ended_across,
     history_scope,
     open_now,
     problem_history,
@@ -101,6 +104,10 @@ class Figures:
     def add(self, other: Figures) -> None:
         for f in fields(self):
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    def subtract(self, other: Figures) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) - getattr(other, f.name))
 
     @property
     def solve_rate(self) -> float | None:
@@ -309,7 +316,36 @@ class Statistics:
                 return found
         elif as_of < start_of_day(self.calendar.business_date(self.clock.now()), self.tz):
             return await self._settled_figures(scope, group_by, cohort, as_of, window, cutoff)
+        elif at == as_of:
+            return await self._as_of(scope, group_by, cohort, as_of, window, cutoff)
         return await self._from_history(scope, group_by, cohort, as_of, at, window, cutoff)
+
+    async def _as_of(
+        self,
+        scope: sa.ColumnElement[bool] | None,
+        group_by: GroupBy,
+        cohort: Cohort,
+        as_of: datetime,
+        window: int,
+        cutoff: datetime,
+    ) -> dict[str | None, Figures]:
+        """Figures as of a past instant T, judged at T: the current figures (the tallies) judged at
+        T, less the current intervals begun after T, plus the intervals in force at T that have
+        ended since. The last two are ranges at the recent end of their indexes, where the
+        intervals in force at T are an entry per problem. Where the tallies cannot answer (a scope
+        other than a district; no whole month), the intervals in force at T directly."""
+        out = await self._from_tallies(scope, group_by, cohort, as_of, window, cutoff)
+        if out is None:
+            return await self._from_history(scope, group_by, cohort, as_of, as_of, window, cutoff)
+        begun, ended = await asyncio.gather(
+            self._from_history(scope, group_by, cohort, None, as_of, window, cutoff, begun_after(as_of)),
+            self._from_history(scope, group_by, cohort, None, as_of, window, cutoff, ended_across(as_of)),
+        )
+        for k, figures in begun.items():
+            out.setdefault(k, Figures()).subtract(figures)
+        for k, figures in ended.items():
+            out.setdefault(k, Figures()).add(figures)
+        return {k: f for k, f in out.items() if f.received}
 
     async def _settled_figures(
         self,
@@ -333,7 +369,7 @@ class Statistics:
                 self.settled.put(key, stored[0], found)
             position = await Settled.position(conn) if found is None else 0
         if found is None:
-            found = await self._from_history(scope, group_by, cohort, as_of, as_of, window, cutoff)
+            found = await self._as_of(scope, group_by, cohort, as_of, window, cutoff)
             self.settled.put(key, position, found)
             async with self.db.transaction() as conn:
                 await Settled.store(conn, digest, position, _figures_json(found), self.clock.now())
@@ -348,11 +384,15 @@ class Statistics:
         at: datetime,
         window: int,
         cutoff: datetime,
+        intervals: sa.ColumnElement[bool] | None = None,
     ) -> dict[str | None, Figures]:
+        """Figures per group over the intervals in force at `as_of` (None: the current ones), or
+        over `intervals` if given, judged at `at`."""
         key = group_key(group_by).label("key")
+        valid = valid_at(as_of) if intervals is None else intervals
         stmt = (
             sa.select(key, *figures_columns(at, window, cutoff))
-            .where(valid_at(as_of), problem_history.c.status != "withdrawn", *cohort.conditions())
+            .where(valid, problem_history.c.status != "withdrawn", *cohort.conditions())
             .group_by(key)
         )
         if scope is not None:
@@ -564,32 +604,41 @@ class Statistics:
             else_="0-3",
         ).label("bucket")
         key = (group_key(group_by) if group_by else sa.literal(None, sa.String)).label("key")
-        # Now: the open problems' partial index; as of a past instant: the intervals then.
-        now = open_now() if as_of is None else sa.and_(valid_at(at), h.status.in_(ACTIVE_STATUSES))
+        active = h.status.in_(ACTIVE_STATUSES)
+        now = open_now() if as_of is None else sa.and_(valid_at(at), active)
         conditions = [now, *cohort.conditions()]
         scope = await self.scope(caller)
         if scope is not None:
             conditions.append(scope)
-        # Now, in all or one district: the months before the one of the 31-day edge are 31+
-        # throughout, and their open problems are tallied (`_aging_tallied`).
-        district = _district_scope(scope) if as_of is None else False
+        # The open problems now, judged at `at`: their partial index, and in all or one district
+        # the tallies for the months before the one of the 31-day edge (31+ throughout,
+        # `_aging_tallied`). As of a past instant, less those begun since and plus those open
+        # then that have ended since (as `_as_of` does for the solve rates).
+        district = _district_scope(scope)
         months: tuple[datetime | None, datetime | None] | None = None
         rest = [cohort]
         if district is not False:
             months, rest = self._months(cohort, month_start(e31, self.tz))
+
+        def counts(*where: sa.ColumnElement[bool]) -> sa.Select[Any]:
+            return (
+                sa.select(key, bucket, sa.func.count().label("n"), _count(h.deadline < at).label("overdue"))
+                .where(*where, *([scope] if scope is not None else []))
+                .group_by(key, bucket)
+            )
+
         rows: list[Any] = []
         async with self.db.read() as conn:
             for part in rest:
-                counts = (
-                    sa.select(
-                        key, bucket, sa.func.count().label("n"), _count(h.deadline < at).label("overdue")
-                    )
-                    .where(now, *part.conditions(), *([scope] if scope is not None else []))
-                    .group_by(key, bucket)
-                )
-                rows += (await conn.execute(counts)).all()
+                rows += (await conn.execute(counts(open_now(), *part.conditions()))).all()
             if months is not None and district is not False:
                 rows += await self._aging_tallied(conn, scope, key, group_by, cohort, months, district, at)
+            if as_of is not None:
+                begun = await conn.execute(counts(open_now(), begun_after(at), *cohort.conditions()))
+                rows += [
+                    SimpleNamespace(key=r.key, bucket=r.bucket, n=-r.n, overdue=-r.overdue) for r in begun
+                ]
+                rows += (await conn.execute(counts(ended_across(at), active, *cohort.conditions()))).all()
         oldest = await self.items(conditions, (h.submitted_at, h.problem_id), limit, at)
         by_key: dict[str | None, dict[str, Any]] = {}
         for r in rows:

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from app.main import Services
 from app.projections.history import problem_history
 from app.projections.settled import Settled, settled_figures
+from app.projections.tallies import problem_tallies
 from tests.factories import D1, City, auth, make_key
 from tests.projections.helpers import at, by_key, caught_up, get, submit_at
 
@@ -195,6 +196,7 @@ async def test_figures_of_the_past_are_stored_for_every_process(
     # an answer computed now would differ, a stored one cannot.
     async with services.db.transaction() as conn:
         await conn.execute(sa.update(problem_history).values(district_id="elsewhere"))
+        await conn.execute(sa.update(problem_tallies).values(district_id="elsewhere"))
     services.stats.settled = Settled()
     assert await get(client, "/v1/stats/solve-rates", **params) == first
     assert services.stats.settled.hits == 0  # not from this process's memory: from the table
