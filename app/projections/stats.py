@@ -334,13 +334,18 @@ class Statistics:
         ended since. The last two are ranges at the recent end of their indexes, where the
         intervals in force at T are an entry per problem. Where the tallies cannot answer (a scope
         other than a district; no whole month), the intervals in force at T directly."""
-        out = await self._from_tallies(scope, group_by, cohort, as_of, window, cutoff)
-        if out is None:
-            return await self._from_history(scope, group_by, cohort, as_of, as_of, window, cutoff)
-        begun, ended = await asyncio.gather(
-            self._from_history(scope, group_by, cohort, None, as_of, window, cutoff, begun_after(as_of)),
-            self._from_history(scope, group_by, cohort, None, as_of, window, cutoff, ended_across(as_of)),
+        tallied, begun, ended = (
+            await asyncio.gather(
+                self._from_tallies(scope, group_by, cohort, as_of, window, cutoff),
+                self._from_history(scope, group_by, cohort, None, as_of, window, cutoff, begun_after(as_of)),
+                self._from_history(scope, group_by, cohort, None, as_of, window, cutoff, ended_across(as_of)),
+            )
+            if _district_scope(scope) is not False and self._months(cohort)[0] is not None
+            else (None, {}, {})
         )
+        if tallied is None:
+            return await self._from_history(scope, group_by, cohort, as_of, as_of, window, cutoff)
+        out = tallied
         for k, figures in begun.items():
             out.setdefault(k, Figures()).subtract(figures)
         for k, figures in ended.items():
