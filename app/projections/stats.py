@@ -333,14 +333,17 @@ class Statistics:
         T, less the current intervals begun after T, plus the intervals in force at T that have
         ended since. The last two are ranges at the recent end of their indexes, where the
         intervals in force at T are an entry per problem. Where the tallies cannot answer (a scope
-        other than a district; no whole month), the intervals in force at T directly."""
+        other than a district; no whole month) or the cohort is shorter than the time since T
+        (`_derives`), the intervals in force at T directly."""
         tallied, begun, ended = (
             await asyncio.gather(
                 self._from_tallies(scope, group_by, cohort, as_of, window, cutoff),
                 self._from_history(scope, group_by, cohort, None, as_of, window, cutoff, begun_after(as_of)),
                 self._from_history(scope, group_by, cohort, None, as_of, window, cutoff, ended_across(as_of)),
             )
-            if _district_scope(scope) is not False and self._months(cohort)[0] is not None
+            if _district_scope(scope) is not False
+            and self._months(cohort)[0] is not None
+            and self._derives(cohort, as_of)
             else (None, {}, {})
         )
         if tallied is None:
@@ -351,6 +354,13 @@ class Statistics:
         for k, figures in ended.items():
             out.setdefault(k, Figures()).add(figures)
         return {k: f for k, f in out.items() if f.received}
+
+    def _derives(self, cohort: Cohort, as_of: datetime) -> bool:
+        """Whether to derive figures as of `as_of` from the present, which reads what changed after
+        it, rather than read the intervals then in force of the problems received up to it: the
+        one covering the shorter time (every problem's history, for a cohort without a start)."""
+        end = as_of if cohort.end is None else min(cohort.end, as_of)
+        return cohort.start is None or self.clock.now() - as_of < end - cohort.start
 
     async def _settled_figures(
         self,
@@ -618,8 +628,10 @@ class Statistics:
         # The open problems now, judged at `at`: their partial index, and in all or one district
         # the tallies for the months before the one of the 31-day edge (31+ throughout,
         # `_aging_tallied`). As of a past instant, less those begun since and plus those open
-        # then that have ended since (as `_as_of` does for the solve rates).
-        district = _district_scope(scope)
+        # then that have ended since (as `_as_of` does for the solve rates), or for a cohort
+        # shorter than the time since, the intervals in force then directly.
+        derived = as_of is None or self._derives(cohort, at)
+        district = _district_scope(scope) if derived else False
         months: tuple[datetime | None, datetime | None] | None = None
         rest = [cohort]
         if district is not False:
@@ -634,11 +646,13 @@ class Statistics:
 
         rows: list[Any] = []
         async with self.db.read() as conn:
-            for part in rest:
+            if not derived:
+                rows += (await conn.execute(counts(now, *cohort.conditions()))).all()
+            for part in rest if derived else ():
                 rows += (await conn.execute(counts(open_now(), *part.conditions()))).all()
             if months is not None and district is not False:
                 rows += await self._aging_tallied(conn, scope, key, group_by, cohort, months, district, at)
-            if as_of is not None:
+            if as_of is not None and derived:
                 begun = await conn.execute(counts(open_now(), begun_after(at), *cohort.conditions()))
                 rows += [
                     SimpleNamespace(key=r.key, bucket=r.bucket, n=-r.n, overdue=-r.overdue) for r in begun
