@@ -329,31 +329,45 @@ class Statistics:
         window: int,
         cutoff: datetime,
     ) -> dict[str | None, Figures]:
+        """Figures as of a past instant, judged then: derived from the present (`_derived`), or
+        where that cannot answer or would read more (`_derives`), the intervals then in force."""
+        found = (
+            await self._derived(scope, group_by, cohort, as_of, window, cutoff)
+            if self._derives(cohort, as_of)
+            else None
+        )
+        if found is None:
+            return await self._from_history(scope, group_by, cohort, as_of, as_of, window, cutoff)
+        return found
+
+    async def _derived(
+        self,
+        scope: sa.ColumnElement[bool] | None,
+        group_by: GroupBy,
+        cohort: Cohort,
+        as_of: datetime,
+        window: int,
+        cutoff: datetime,
+    ) -> dict[str | None, Figures] | None:
         """Figures as of a past instant T, judged at T: the current figures (the tallies) judged at
         T, less the current intervals begun after T, plus the intervals in force at T that have
         ended since. The last two are ranges at the recent end of their indexes, where the
-        intervals in force at T are an entry per problem. Where the tallies cannot answer (a scope
-        other than a district; no whole month) or the cohort is shorter than the time since T
-        (`_derives`), the intervals in force at T directly."""
-        tallied, begun, ended = (
-            await asyncio.gather(
-                self._from_tallies(scope, group_by, cohort, as_of, window, cutoff),
-                self._from_history(scope, group_by, cohort, None, as_of, window, cutoff, begun_after(as_of)),
-                self._from_history(scope, group_by, cohort, None, as_of, window, cutoff, ended_across(as_of)),
-            )
-            if _district_scope(scope) is not False
-            and self._months(cohort)[0] is not None
-            and self._derives(cohort, as_of)
-            else (None, {}, {})
+        intervals in force at T are an entry per problem. None where the tallies cannot answer (a
+        scope other than a district; no whole month)."""
+        if _district_scope(scope) is False or self._months(cohort)[0] is None:
+            return None
+        tallied, begun, ended = await asyncio.gather(
+            self._from_tallies(scope, group_by, cohort, as_of, window, cutoff),
+            self._from_history(scope, group_by, cohort, None, as_of, window, cutoff, begun_after(as_of)),
+            self._from_history(scope, group_by, cohort, None, as_of, window, cutoff, ended_across(as_of)),
         )
         if tallied is None:
-            return await self._from_history(scope, group_by, cohort, as_of, as_of, window, cutoff)
-        out = tallied
+            return None
         for k, figures in begun.items():
-            out.setdefault(k, Figures()).subtract(figures)
+            tallied.setdefault(k, Figures()).subtract(figures)
         for k, figures in ended.items():
-            out.setdefault(k, Figures()).add(figures)
-        return {k: f for k, f in out.items() if f.received}
+            tallied.setdefault(k, Figures()).add(figures)
+        return {k: f for k, f in tallied.items() if f.received}
 
     def _derives(self, cohort: Cohort, as_of: datetime) -> bool:
         """Whether to derive figures as of `as_of` from the present, which reads what changed after

@@ -379,9 +379,9 @@ async def test_every_projection_equals_a_replay(
             # As of a past instant: the tallies less what began since, plus what ended since.
             for instant in [m for m in moments if m <= T0][:2]:
                 cut = stats.response_cutoff(instant, window)
-                derived = await stats._as_of(scope, grouping, cohort, instant, window, cut)
+                derived = await stats._derived(scope, grouping, cohort, instant, window, cut)
                 replayed = await stats._from_history(scope, grouping, cohort, instant, instant, window, cut)
-                assert derived == replayed, (instant, cohort, district, grouping)
+                assert derived is None or derived == replayed, (instant, cohort, district, grouping)
 
 
 async def stream_ids(services: Services) -> list[str]:
