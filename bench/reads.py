@@ -106,6 +106,7 @@ async def main() -> None:
             ),
             "solve rates by tier, as of 1 Oct 2026": "/v1/stats/solve-rates?group_by=tier&as_of=2026-10-01",
             "aging by tier (calendar days)": "/v1/stats/aging?group_by=tier",
+            "aging by tier, as of 1 Oct 2026": "/v1/stats/aging?group_by=tier&as_of=2026-10-01",
             "rankings of October 2026": "/v1/stats/rankings?period=2026-10",
         }
         port = free_port()
