@@ -104,7 +104,8 @@ problem_view = sa.Table(
     sa.Column("location", JSONType, nullable=True, comment="address, address_id, zipcode, lat, long"),
     sa.Column("media_url", sa.String(1000), nullable=True),
     sa.Index("ix_problem_view_submitted_at_id", "submitted_at", "id"),
-    sa.Index("ix_problem_view_district_id_status", "district_id", "status"),
+    # A district's problems in a status, newest first: the page reads its rows and no others.
+    sa.Index("ix_problem_view_district_status_submitted", "district_id", "status", "submitted_at", "id"),
     sa.Index("ix_problem_view_status_deadline", "status", "deadline"),
     sa.Index("ix_problem_view_holder_unit_id", "holder_unit_id"),
     sa.Index("ix_problem_view_lead_unit_id", "lead_unit_id"),
