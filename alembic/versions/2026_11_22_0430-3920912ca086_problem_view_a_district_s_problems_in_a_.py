@@ -7,7 +7,6 @@ Create Date: 2026-11-22 04:30:25.261563
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa
 from alembic import op
 
 import app.core.db  # noqa: F401  (custom column types: app.core.db.UTCDateTime …)
