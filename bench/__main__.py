@@ -13,6 +13,7 @@ BENCHMARKS = [
     "bench.webhooks",
     "bench.projections",
     "bench.reads",
+    "bench.as_of",
     "bench.seed_cost",
 ]
 
