@@ -33,6 +33,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.types import TypeDecorator, UserDefinedType
+from sqlalchemy.util import greenlet_spawn
 
 metadata = sa.MetaData(
     naming_convention={
@@ -214,19 +215,23 @@ class Database:
         return self.url.set(drivername="postgresql").render_as_string(hide_password=False)
 
     @asynccontextmanager
-    async def _connect(self) -> AsyncIterator[AsyncConnection]:
-        """A pooled connection, through the admission gate unless this block already holds one."""
+    async def _admitted(self) -> AsyncIterator[None]:
+        """The admission gate, unless this block already holds a connection."""
         if _HOLDING.get():
-            async with self.engine.connect() as conn:
-                yield conn
+            yield
             return
         async with self._gate:
             token = _HOLDING.set(True)
             try:
-                async with self.engine.connect() as conn:
-                    yield conn
+                yield
             finally:
                 _HOLDING.reset(token)
+
+    @asynccontextmanager
+    async def _connect(self) -> AsyncIterator[AsyncConnection]:
+        """A pooled connection, through the admission gate unless this block already holds one."""
+        async with self._admitted(), self.engine.connect() as conn:
+            yield conn
 
     def _install_sqlite_hooks(self, synchronous: str) -> None:
         sync_engine = self.engine.sync_engine
@@ -304,9 +309,12 @@ class Database:
 
     @asynccontextmanager
     async def _driver(self) -> AsyncIterator[Any]:
-        """The pooled asyncpg connection (autocommit), with driver errors raised as SQLAlchemy's."""
-        async with self._connect() as conn:
-            fairy = await conn.get_raw_connection()
+        """The pooled asyncpg connection (autocommit), with driver errors raised as SQLAlchemy's.
+        Taken from the pool directly (no SQLAlchemy `Connection` around it: its creation and
+        release cost twice the pool's own checkout and checkin); returned to the pool with the
+        pool's reset, which sends nothing when no transaction was begun (none is here)."""
+        async with self._admitted():
+            fairy = await self.engine.raw_connection()
             adapted: Any = fairy.dbapi_connection
             try:
                 yield adapted.driver_connection
@@ -317,10 +325,12 @@ class Database:
                 except dbapi.Error as translated:
                     disconnect = self.engine.dialect.is_disconnect(translated, adapted, None)
                     if disconnect:
-                        await conn.invalidate(translated)
+                        await greenlet_spawn(fairy.invalidate, translated)
                     raise sa.exc.DBAPIError.instance(
                         None, None, translated, dbapi.Error, connection_invalidated=disconnect
                     ) from error
+            finally:
+                await greenlet_spawn(fairy.close)
 
     async def run(self, stmt: sa.Executable, params: Mapping[str, Any]) -> None:
         """Execute one statement that returns nothing, in autocommit. `stmt` must be built once
