@@ -409,6 +409,19 @@ def upsert(
     )
 
 
+def member_of(
+    dialect_name: str, column: sa.ColumnElement[Any], values: Sequence[Any]
+) -> sa.ColumnElement[bool]:
+    """`column IN (values)` whose SQL text does not depend on how many values there are, on
+    PostgreSQL (`= ANY(array)`): one prepared statement serves every batch of a follower, where
+    an IN list of a new length is a new statement (prepared again: a round trip, and a parse and
+    plan for the server). IN on SQLite. `column` must be of a plain type (the array's items are
+    sent as they are)."""
+    if dialect_name == "postgresql":
+        return column == sa.any_(sa.bindparam(None, list(values), type_=postgresql.ARRAY(column.type)))
+    return column.in_(list(values))
+
+
 def utcnow_from(value: datetime) -> datetime:
     """Normalise an aware datetime to UTC (refusing naive ones)."""
     if value.tzinfo is None:

@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.core.db import UTCDateTime, metadata
+from app.core.db import UTCDateTime, member_of, metadata
 from app.projections.problem_view import ACTIVE_STATUSES, SOLVED_STATUSES
 
 KEY = ("month", "district_id", "category", "tier_key", "unit_key", "joint")
@@ -201,7 +201,8 @@ class Tallies:
         for i in range(0, len(keys), 500):
             rows = await conn.execute(
                 sa.select(*columns).where(
-                    source.c.valid_to.is_(None), source.c.problem_id.in_(keys[i : i + 500])
+                    source.c.valid_to.is_(None),
+                    member_of(conn.dialect.name, source.c.problem_id, keys[i : i + 500]),
                 )
             )
             tally(rows.mappings(), self.tz, -1, out)
