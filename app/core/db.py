@@ -105,6 +105,21 @@ class _Compiled:
     names: tuple[str, ...]
     compiled: Any
     processors: Mapping[str, Any]
+    # Per position: the bind's key and name (as `params` may give it), the bind itself (its own
+    # value otherwise) and its processor; None where `construct_params` must do it (below).
+    plan: tuple[tuple[str, str, Any, Any], ...] | None
+
+
+def _plan(compiled: Any) -> tuple[tuple[str, str, Any, Any], ...] | None:
+    """How `construct_params(params, _check=False)` fills each position of `compiled`, for a
+    statement without parameters collected at compile time (`.params()`) or rendered in the
+    text: the same lookups, in the same order, decided once."""
+    if compiled._render_postcompile or getattr(compiled, "_collected_params", None):
+        return None
+    escaped = compiled.escaped_bind_names or {}
+    by_name = {escaped.get(name, name): (bind.key, name, bind) for bind, name in compiled.bind_names.items()}
+    processors = compiled._bind_processors
+    return tuple((*by_name[name], processors.get(name)) for name in compiled.positiontup or ())
 
 
 class _NoDebugRecords(logging.Filter):
@@ -295,17 +310,39 @@ class Database:
             if any(b.expanding for b in compiled.binds.values()):
                 raise ValueError("expanding parameters cannot run on the driver; use = ANY(:array)")
             found = _Compiled(
-                stmt, compiled.string, tuple(compiled.positiontup or ()), compiled, compiled._bind_processors
+                stmt,
+                compiled.string,
+                tuple(compiled.positiontup or ()),
+                compiled,
+                compiled._bind_processors,
+                _plan(compiled),
             )
             self._compiled[id(stmt)] = found
         return found
 
     def _args(self, compiled: _Compiled, params: Mapping[str, Any]) -> list[Any]:
-        values = compiled.compiled.construct_params(params, _check=False)
-        processors = compiled.processors
-        return [
-            processors[name](values[name]) if name in processors else values[name] for name in compiled.names
-        ]
+        """The positional arguments: what SQLAlchemy's `construct_params` would give each bind
+        (the value in `params` under its key or its name, else its own), through the bind's
+        processor, without building the dictionary of every bind first (a tenth of the
+        submission's CPU went to it for the append's sixty binds)."""
+        plan = compiled.plan
+        if plan is None:
+            values = compiled.compiled.construct_params(params, _check=False)
+            processors = compiled.processors
+            return [
+                processors[name](values[name]) if name in processors else values[name]
+                for name in compiled.names
+            ]
+        args = []
+        for key, name, bind, process in plan:
+            if key in params:
+                value = params[key]
+            elif name in params:
+                value = params[name]
+            else:
+                value = bind.effective_value if bind.callable else bind.value
+            args.append(value if process is None else process(value))
+        return args
 
     @asynccontextmanager
     async def _driver(self) -> AsyncIterator[Any]:
