@@ -31,6 +31,7 @@ from rich.text import Text
 
 from app.access.replay import KeysReplay
 from app.access.service import KeyIn
+from app.core import heap
 from app.core.clock import SystemClock
 from app.core.errors import AppError
 from app.core.security import SYSTEM, Caller, Role, key_hint
@@ -154,6 +155,8 @@ def worker() -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         async with services(settings) as svc:
+            if settings.environment != "test":
+                heap.settle()
             console.print(
                 f"Dispatchroom worker: {len(svc.workers)} background loops on {settings.database_url}"
             )

@@ -23,6 +23,7 @@ from app.board.headers import BoardHeaders
 from app.board.pages import router as board_router
 from app.board.service import Board
 from app.board.tokens import router as board_tokens_router
+from app.core import heap
 from app.core.clock import Clock, OffsetClock, SystemClock
 from app.core.db import Database
 from app.core.errors import CATALOGUE, PROBLEM_JSON, AppError, ErrorCode, ProblemDetail
@@ -280,6 +281,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         background: asyncio.Task[None] | None = None
         try:
             await services.bootstrap()
+            if settings.environment != "test":
+                heap.settle()
             if settings.background:
                 background = asyncio.create_task(services.run_background(stop))
             yield

@@ -189,18 +189,23 @@ class RequestContextMiddleware:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.limits = limits or {}
+        self._observers: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        given = headers.get("x-request-id", "")
+        given, length = "", None  # the last of each header, if repeated
+        for name, value in scope["headers"]:
+            name = name.lower()
+            if name == b"x-request-id":
+                given = value.decode("latin-1")
+            elif name == b"content-length":
+                length = value.decode("latin-1")
         request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
 
         limit = self.limits.get(scope.get("path", ""), self.max_body_bytes)
-        length = headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
             await self._too_large(scope, send, request_id, limit)
             return
@@ -255,8 +260,14 @@ class RequestContextMiddleware:
         finally:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             method = scope.get("method", "")
-            HTTP_REQUESTS.labels(method, route, str(status)).inc()
-            HTTP_LATENCY.labels(method, route).observe(time.perf_counter() - started)
+            observers = self._observers.get((method, route, status))
+            if observers is None:  # the metrics' children, looked up once per label values
+                observers = self._observers[(method, route, status)] = (
+                    HTTP_REQUESTS.labels(method, route, str(status)),
+                    HTTP_LATENCY.labels(method, route),
+                )
+            observers[0].inc()
+            observers[1].observe(time.perf_counter() - started)
 
     async def _too_large(self, scope: Scope, send: Send, request_id: str, limit: int) -> None:
         response = problem_response(

@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     )
     sequencer_poll_ms: int = Field(25, ge=1, le=10_000)
     follower_window_ms: int = Field(
-        50,
+        200,
         ge=0,
         le=10_000,
         description="After new events wake a follower (history, webhook fan-out), it waits this long "

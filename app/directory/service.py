@@ -3,6 +3,7 @@ read-model row, so the tables never disagree with the log."""
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -157,7 +158,14 @@ _ROUTING_UNITS = sa.select(units).where(
 
 
 def _unprefixed(row: Mapping[str, Any], prefix: str) -> dict[str, Any]:
-    return {k[len(prefix) :]: v for k, v in row.items() if k.startswith(prefix)}
+    return {short: row[name] for name, short in _short_names(tuple(row.keys()), prefix)}
+
+
+@functools.cache
+def _short_names(names: tuple[str, ...], prefix: str) -> tuple[tuple[str, str], ...]:
+    """The names of a query's columns that start with `prefix`, each with the prefix taken off
+    (worked out once per query and prefix: the submission's query reads a row per unit)."""
+    return tuple((name, name[len(prefix) :]) for name in names if name.startswith(prefix))
 
 
 def unit_from_row(row: Any) -> UnitRef:

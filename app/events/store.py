@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.core.clock import Clock
-from app.core.db import Database
+from app.core.db import Database, member_of
 from app.core.errors import AppError, register
 from app.core.metrics import CONCURRENCY_CONFLICTS, EVENTS_APPENDED, SEQUENCER_ASSIGNED
 from app.events.registry import EventRegistry
@@ -427,11 +427,10 @@ class EventStore:
         if not self.db.is_postgres:
             return 0
         if conn is not None:
-            row = (await conn.execute(_SEQUENCE_SQL, {"batch": batch})).one()
-        else:
-            async with self.db.autocommit() as own:
-                row = (await own.execute(_SEQUENCE_SQL, {"batch": batch})).one()
-        assigned = int(row.assigned)
+            assigned = int((await conn.execute(_SEQUENCE_SQL, {"batch": batch})).one().assigned)
+        else:  # on the driver: the loop runs this after every few milliseconds of appends
+            (row,) = await self.db.fetch(_SEQUENCE_SQL, {"batch": batch})
+            assigned = int(row["assigned"])
         if assigned:
             SEQUENCER_ASSIGNED.inc(assigned)
             self._positions_changed.set()
@@ -490,7 +489,7 @@ class EventStore:
             stmt = (
                 sa.select(*_SELECT_COLUMNS, event_positions.c.position)
                 .select_from(events.outerjoin(event_positions, event_positions.c.event_row == events.c.id))
-                .where(events.c.stream_id.in_(wanted[i : i + 1000]))
+                .where(member_of(self.db.backend, events.c.stream_id, wanted[i : i + 1000]))
                 .order_by(events.c.stream_id, events.c.stream_version)
             )
             for r in await self._rows(stmt, conn):

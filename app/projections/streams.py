@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.core.db import member_of
 from app.events import EventStore, RecordedEvent
 
 Rows = Mapping[str, list[dict[str, Any]]]
@@ -110,7 +111,9 @@ async def write_streams(
             target = targets[table.name]
             column = target.c[projection.keys[table.name]]
             for i in range(0, len(keys), 500):
-                await conn.execute(sa.delete(target).where(column.in_(keys[i : i + 500])))
+                await conn.execute(
+                    sa.delete(target).where(member_of(conn.dialect.name, column, keys[i : i + 500]))
+                )
     batches = collect_rows(projection, streams.items())
     written = 0
     for table in projection.tables:

@@ -19,6 +19,7 @@ from the fresh temporal model (`recompute`). Withdrawn problems count nowhere.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import cache
@@ -30,7 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.core.db import UTCDateTime, metadata
+from app.core.db import UTCDateTime, member_of, metadata
 from app.projections.problem_view import ACTIVE_STATUSES, SOLVED_STATUSES
 
 KEY = ("month", "district_id", "category", "tier_key", "unit_key", "joint")
@@ -186,6 +187,10 @@ class Tallies:
 
     def __init__(self, tz: ZoneInfo) -> None:
         self.tz = tz
+        # Per table object (a rebuild's fresh tables get their own, held weakly) and dialect.
+        self._built: weakref.WeakKeyDictionary[sa.Table, dict[str, tuple[sa.Insert, sa.Delete]]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     async def read(
         self, conn: AsyncConnection, source: sa.Table, keys: Sequence[str]
@@ -196,7 +201,8 @@ class Tallies:
         for i in range(0, len(keys), 500):
             rows = await conn.execute(
                 sa.select(*columns).where(
-                    source.c.valid_to.is_(None), source.c.problem_id.in_(keys[i : i + 500])
+                    source.c.valid_to.is_(None),
+                    member_of(conn.dialect.name, source.c.problem_id, keys[i : i + 500]),
                 )
             )
             tally(rows.mappings(), self.tz, -1, out)
@@ -216,20 +222,27 @@ class Tallies:
         changed = [(k, v) for k, v in delta.items() if any(v)]
         if not changed:
             return
-        dialect = conn.dialect.name
-        ins: Any = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(target)
-        ins = ins.on_conflict_do_update(
-            index_elements=list(KEY), set_={c: target.c[c] + ins.excluded[c] for c in COUNTS}
-        )
-        await conn.execute(ins, [_params(k, v) for k, v in changed])
+        add_rows, drop_empty = self._statements(conn.dialect.name, target)
+        await conn.execute(add_rows, [_params(k, v) for k, v in changed])
         gone = [_params(k, v) for k, v in changed if v[0] < 0]
         if gone:
-            await conn.execute(
-                sa.delete(target).where(
-                    *[target.c[c] == sa.bindparam(f"k_{c}") for c in KEY], target.c.received == 0
-                ),
-                [{f"k_{c}": p[c] for c in KEY} for p in gone],
+            await conn.execute(drop_empty, [{f"k_{c}": p[c] for c in KEY} for p in gone])
+
+    def _statements(self, dialect: str, target: sa.Table) -> tuple[sa.Insert, sa.Delete]:
+        """`apply`'s two statements on `target`, built once per table (a follower runs them every
+        batch: building the upsert's `excluded` columns anew cost more than executing it)."""
+        built = self._built.setdefault(target, {})
+        found = built.get(dialect)
+        if found is None:
+            ins: Any = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(target)
+            ins = ins.on_conflict_do_update(
+                index_elements=list(KEY), set_={c: target.c[c] + ins.excluded[c] for c in COUNTS}
             )
+            drop = sa.delete(target).where(
+                *[target.c[c] == sa.bindparam(f"k_{c}") for c in KEY], target.c.received == 0
+            )
+            found = built[dialect] = (ins, drop)
+        return found
 
     def add(
         self, totals: dict[Key, list[int]] | None, rows: Sequence[Mapping[str, Any]]
