@@ -658,21 +658,35 @@ class Statistics:
                 .group_by(key, bucket)
             )
 
-        rows: list[Any] = []
-        async with self.db.read() as conn:
-            if not derived:
-                rows += (await conn.execute(counts(now, *cohort.conditions()))).all()
-            for part in rest if derived else ():
-                rows += (await conn.execute(counts(open_now(), *part.conditions()))).all()
-            if months is not None and district is not False:
-                rows += await self._aging_tallied(conn, scope, key, group_by, cohort, months, district, at)
-            if as_of is not None and derived:
-                begun = await conn.execute(counts(open_now(), begun_after(at), *cohort.conditions()))
-                rows += [
-                    SimpleNamespace(key=r.key, bucket=r.bucket, n=-r.n, overdue=-r.overdue) for r in begun
+        async def present() -> list[Any]:
+            rows: list[Any] = []
+            async with self.db.read() as conn:
+                if not derived:
+                    rows += (await conn.execute(counts(now, *cohort.conditions()))).all()
+                for part in rest if derived else ():
+                    rows += (await conn.execute(counts(open_now(), *part.conditions()))).all()
+                if months is not None and district is not False:
+                    rows += await self._aging_tallied(
+                        conn, scope, key, group_by, cohort, months, district, at
+                    )
+            return rows
+
+        async def counted(sign: int, *where: sa.ColumnElement[bool]) -> list[Any]:
+            async with self.db.read() as conn:
+                found = await conn.execute(counts(*where, *cohort.conditions()))
+                return [
+                    SimpleNamespace(key=r.key, bucket=r.bucket, n=sign * r.n, overdue=sign * r.overdue)
+                    for r in found
                 ]
-                rows += (await conn.execute(counts(ended_across(at), active, *cohort.conditions()))).all()
-        oldest = await self.items(conditions, (h.submitted_at, h.problem_id), limit, at)
+
+        # Each part on its own connection, side by side.
+        parts = [present()]
+        if as_of is not None and derived:
+            parts += [counted(-1, open_now(), begun_after(at)), counted(1, ended_across(at), active)]
+        *found, oldest = await asyncio.gather(
+            *parts, self.items(conditions, (h.submitted_at, h.problem_id), limit, at)
+        )
+        rows = [r for part in found for r in part]
         by_key: dict[str | None, dict[str, Any]] = {}
         for r in rows:
             entry = by_key.setdefault(r.key, {"open": 0, "overdue": 0, "buckets": dict.fromkeys(BUCKETS, 0)})
