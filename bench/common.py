@@ -6,7 +6,9 @@ import asyncio
 import os
 import platform
 import secrets
+import signal
 import statistics
+import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -121,8 +123,6 @@ async def running(
     command: list[str], env: dict[str, str], port: int, health: str = "/docs"
 ) -> AsyncIterator[str]:
     """Start a server process and wait until it answers on `port`; stop it afterwards."""
-    import signal
-    import subprocess
     import sys
 
     import httpx
@@ -147,9 +147,14 @@ async def running(
         yield base
     finally:
         PIDS.pop(base, None)
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a process started for a benchmark: SIGTERM, then SIGKILL after 20 s."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -26,7 +26,7 @@ import sys
 from collections.abc import Iterator
 
 from bench import loadgen
-from bench.common import PIDS, cpu_seconds, free_port, running, scratch_database
+from bench.common import PIDS, cpu_seconds, free_port, running, scratch_database, stop
 
 WORKERS = os.environ.get("BENCH_WORKERS", "1")
 SECONDS = float(os.environ.get("BENCH_SECONDS", "8"))
@@ -171,7 +171,6 @@ def server_specs(
 @contextlib.contextmanager
 def worker_process(url: str) -> Iterator[int]:
     """A `dispatchroom worker` on `url` (for the `split` server); yields its pid."""
-    import signal
     import subprocess
 
     env = {**os.environ, "DATABASE_URL": url, "ADMIN_API_KEY": ADMIN_KEY, **OUR_ENV}
@@ -179,12 +178,7 @@ def worker_process(url: str) -> Iterator[int]:
     try:
         yield proc.pid
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 async def measure_once(

@@ -67,8 +67,7 @@ class View:
 
 
 def current_period(now: datetime, tz: Any) -> Period:
-    local = now.astimezone(tz)
-    return Period(PeriodKind.month, local.year, local.month)
+    return Period.containing(PeriodKind.month, now.astimezone(tz).date())
 
 
 def percent(value: float | None, digits: int = 1) -> str:

@@ -352,9 +352,9 @@ class Statistics:
         """Figures as of a past instant T, judged at T: the current figures (the tallies) judged at
         T, less the current intervals begun after T, plus the intervals in force at T that have
         ended since. The last two are ranges at the recent end of their indexes, where the
-        intervals in force at T are an entry per problem. None where the tallies cannot answer (a
-        scope other than a district; no whole month)."""
-        if _district_scope(scope) is False or self._months(cohort)[0] is None:
+        intervals in force at T are an entry per problem. None where the tallies cannot answer
+        (`_tallied`)."""
+        if self._tallied(scope, cohort) is None:
             return None
         tallied, begun, ended = await asyncio.gather(
             self._from_tallies(scope, group_by, cohort, as_of, window, cutoff),
@@ -441,13 +441,11 @@ class Statistics:
         cutoff: datetime,
     ) -> dict[str | None, Figures] | None:
         """The current figures with the whole months of the cohort read from the tallies, or
-        None where they cannot answer (a scope other than a district; no whole month)."""
-        district = _district_scope(scope)
-        if district is False:
+        None where they cannot answer (`_tallied`)."""
+        found = self._tallied(scope, cohort)
+        if found is None:
             return None
-        months, edges = self._months(cohort)
-        if months is None:
-            return None
+        district, months, edges = found
         t = problem_tallies.c
         tally_key = _tally_key(group_by)
         conditions = _tally_conditions(months, cohort, district)
@@ -488,6 +486,18 @@ class Statistics:
             for k, figures in part.items():
                 out.setdefault(k, Figures()).add(figures)
         return out
+
+    def _tallied(
+        self, scope: sa.ColumnElement[bool] | None, cohort: Cohort
+    ) -> tuple[str | None, tuple[datetime | None, datetime | None], list[Cohort]] | None:
+        """What the tallies answer of `cohort` in `scope`: (its district or None for all, its whole
+        months, the rest of it as cohorts for the temporal model); None where they cannot (a scope
+        other than a district; no whole month)."""
+        district = _district_scope(scope)
+        if district is False:
+            return None
+        months, edges = self._months(cohort)
+        return None if months is None else (district, months, edges)
 
     def _months(
         self, cohort: Cohort, before: datetime | None = None
@@ -661,10 +671,10 @@ class Statistics:
         async def present() -> list[Any]:
             rows: list[Any] = []
             async with self.db.read() as conn:
-                if not derived:
-                    rows += (await conn.execute(counts(now, *cohort.conditions()))).all()
-                for part in rest if derived else ():
-                    rows += (await conn.execute(counts(open_now(), *part.conditions()))).all()
+                for part in rest:
+                    rows += (
+                        await conn.execute(counts(open_now() if derived else now, *part.conditions()))
+                    ).all()
                 if months is not None and district is not False:
                     rows += await self._aging_tallied(
                         conn, scope, key, group_by, cohort, months, district, at

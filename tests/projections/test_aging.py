@@ -83,3 +83,10 @@ async def test_aging_as_of_a_past_instant(client: httpx.AsyncClient, problems: d
     assert then["total"]["open"] == 7
     before = await get(client, AGING, as_of=local(10, 12, 12).isoformat())
     assert before["total"]["open"] == 3  # h, and the two settled on the 13th
+    # Received within a day and a half before the 12th, noon (shorter than the time since: read
+    # from the intervals then in force), or since September (longer: derived from the present,
+    # `Statistics._derives`): the same problems either way.
+    short = await get(client, AGING, as_of=local(10, 12, 12).isoformat(), **{"from": "2026-10-11"})
+    assert short["total"]["open"] == 2 and short["total"]["buckets"]["0-3"] == 2
+    since_september = await get(client, AGING, as_of=local(10, 12, 12).isoformat(), **{"from": "2026-09-01"})
+    assert since_september["total"] == before["total"]
